@@ -1,0 +1,3 @@
+from kgedge.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""``kgedge train`` and ``kgedge evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kgedge.cli.common import print_json, print_table, progress_bar, require_torch, user_errors
+
+DATA_HELP = "Dataset directory or built-in name: demo, nations, umls, wordnet-rr (the last three under $KGEDGE_DATA)."
+
+
+def train(
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    model: str = typer.Option(..., "--model", help="transe, distmult, complex or rotate."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write (safetensors), e.g. runs/umls.ckpt."),
+    dim: int = typer.Option(256, "--dim", help="Embedding dimension (complex models: complex dimensions)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Most epochs; early stopping on validation MRR usually ends sooner."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Queries per step."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (model default if unset)."),
+    loss: str | None = typer.Option(None, "--loss", help="1n_ce, 1n_bce or nssa."),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="adagrad or adam."),
+    regularizer: str | None = typer.Option(None, "--regularizer", help="n3, l2 or none."),
+    reg_weight: float | None = typer.Option(None, "--reg-weight", help="Regularisation weight."),
+    max_time: float | None = typer.Option(None, "--max-time", help="Training budget in seconds; the best model so far is kept."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (runs repeat exactly on CPU)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from OUT.resume.pt."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Train a KG-embedding teacher with per-model defaults and early stopping on validation MRR."""
+    require_torch("train")
+    import torch
+
+    from kgedge.data.sources import load_data
+    from kgedge.models import ModelConfig, resolve
+    from kgedge.train.config import default_train_config
+    from kgedge.train.trainer import train_model
+
+    with user_errors():
+        resolve(model)
+        kg = load_data(data)
+        config = default_train_config(
+            model.lower(), epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, optimizer=optimizer,
+            regularizer=regularizer, reg_weight=reg_weight, max_time_s=max_time, seed=seed,
+        )
+        model_config = ModelConfig(
+            model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim
+        )
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        with progress_bar() as bar:
+            task = bar.add_task(f"train {model}", total=None, info="")
+
+            def on_step(epoch: int, step: int, steps: int, value: float, rate: float) -> None:
+                bar.update(task, total=steps, completed=step,
+                           info=f"epoch {epoch} loss {value:.4f} {rate:,.0f} triples/s")
+
+            def on_eval(epoch: int, metrics: dict[str, float], improved: bool) -> None:
+                mark = " *" if improved else ""
+                bar.console.print(f"epoch {epoch}: valid MRR {metrics['mrr']:.4f}{mark}")
+
+            result = train_model(kg, model_config, config, out=out, device=device, resume=resume,
+                                 on_step=on_step, on_eval=None if json_out else on_eval)
+    summary = {
+        "checkpoint": str(out), "model": model.lower(), "dim": dim, "data": kg.name,
+        "epochs": result.epochs_run, "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
+        "train_seconds": round(result.train_seconds, 2), "valid_mrr": result.best_valid.get("mrr", 0.0),
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        print_table([summary], title="trained")
+
+
+def evaluate(
+    artifact: Path = typer.Argument(..., help="A checkpoint (.ckpt) or an exported bundle directory."),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    split: str = typer.Option("test", "--split", help="train, valid or test."),
+    recommend_relation: str | None = typer.Option(
+        None, "--recommend-relation", help="Also report Recall@10/NDCG@10 for this relation (e.g. bought)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (mrr, hits_at_1, hits_at_3, hits_at_10, ...)."),
+) -> None:
+    """Filtered MRR and Hits@1/3/10 in both directions (realistic rank for ties)."""
+    from kgedge.data.sources import load_data
+    from kgedge.evaluate import evaluate_link_prediction, recommendation_metrics
+
+    with user_errors():
+        kg = load_data(data)
+        score_fn, kind = _scorer_for(artifact, kg)
+        with progress_bar() as bar:
+            total = 2 * len(kg.split(split))  # type: ignore[arg-type]
+            task = bar.add_task(f"evaluate {split}", total=total, info="")
+            metrics = evaluate_link_prediction(score_fn, kg, split, progress=lambda n: bar.advance(task, n))  # type: ignore[arg-type]
+        if recommend_relation:
+            metrics.update(recommendation_metrics(score_fn, kg, recommend_relation, split))  # type: ignore[arg-type]
+    result = {"artifact": str(artifact), "kind": kind, "data": kg.name, "split": split, **metrics}
+    if json_out:
+        print_json(result)
+    else:
+        print_table([{k: v for k, v in result.items() if k != "artifact"}], title=str(artifact))
+
+
+def _scorer_for(artifact: Path, kg):  # noqa: ANN001, ANN202
+    """A numpy scorer for a checkpoint (torch) or a bundle (onnxruntime), checked against ``kg``."""
+    if artifact.is_dir():
+        from kgedge.runtime import EdgeModel
+
+        edge = EdgeModel.load(artifact)
+        _check_vocab(artifact, edge.entities, kg.entities, edge.relations, kg.relations)
+        return edge.score_all, "bundle"
+    require_torch("evaluate CKPT")
+    from kgedge.train.checkpoint import load_checkpoint
+    from kgedge.train.scorer import model_scorer
+
+    checkpoint = load_checkpoint(artifact)
+    _check_vocab(artifact, checkpoint.vocab.entities, kg.entities, checkpoint.vocab.relations, kg.relations)
+    return model_scorer(checkpoint.model), "checkpoint"
+
+
+def _check_vocab(artifact: Path, entities: list[str], kg_entities: list[str], relations: list[str], kg_relations: list[str]) -> None:
+    if list(entities) != list(kg_entities) or list(relations) != list(kg_relations):
+        raise ValueError(
+            f"{artifact} was trained on other data: its {len(entities)} entities / {len(relations)} relations "
+            f"do not match the {len(kg_entities)} / {len(kg_relations)} of --data"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(evaluate)

@@ -1,0 +1,61 @@
+"""An index of known true triples, used to filter ranks and to exclude already-seen items."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class KnownTails:
+    """For each ``(head, relation)`` pair, the sorted tails known to be true.
+
+    Stored as CSR over sorted keys ``head * num_relations + relation``: memory is two int64 arrays the
+    size of the triple set, so it holds at millions of triples.
+
+    Args:
+        triples: shape ``(n, 3)`` int64 ``(head, relation, tail)``; relations already include
+            reciprocal ids when the caller wants head prediction.
+        num_relations: the number of relation ids (reciprocals included).
+    """
+
+    def __init__(self, triples: np.ndarray, num_relations: int) -> None:
+        triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+        keys = triples[:, 0] * num_relations + triples[:, 1]
+        order = np.lexsort((triples[:, 2], keys))
+        keys, tails = keys[order], triples[order, 2]
+        self.num_relations = num_relations
+        self.keys, starts = np.unique(keys, return_index=True)
+        self.offsets = np.append(starts, len(keys)).astype(np.int64)
+        self.tails = tails
+
+    def _ranges(self, heads: np.ndarray, relations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(heads, dtype=np.int64) * self.num_relations + np.asarray(relations, dtype=np.int64)
+        if len(self.keys) == 0:  # an empty index (e.g. a bundle exported without data): nothing is known
+            empty = np.zeros(keys.shape, dtype=np.int64)
+            return empty, empty
+        pos = np.searchsorted(self.keys, keys)
+        pos_clipped = np.minimum(pos, len(self.keys) - 1)
+        found = (pos < len(self.keys)) & (self.keys[pos_clipped] == keys)
+        starts = np.where(found, self.offsets[pos_clipped], 0)
+        ends = np.where(found, self.offsets[pos_clipped + 1], 0)
+        return starts, ends
+
+    def lookup(self, heads: np.ndarray, relations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Known tails of a batch of queries as coordinate lists.
+
+        Returns:
+            ``(rows, tails)``, both shape ``(m,)``: query ``rows[i]`` has the known tail ``tails[i]``.
+        """
+        starts, ends = self._ranges(heads, relations)
+        counts = ends - starts
+        rows = np.repeat(np.arange(len(counts)), counts)
+        # position of each element inside its own range, then shift to the range's start
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return rows, self.tails[np.repeat(starts, counts) + within]
+
+    def tails_of(self, head: int, relation: int) -> np.ndarray:
+        """Sorted known tails of one query, shape ``(m,)``."""
+        start, end = self._ranges(np.array([head]), np.array([relation]))
+        return self.tails[start[0] : end[0]]
+
+    def __len__(self) -> int:
+        return len(self.tails)

@@ -1,0 +1,1 @@
+"""Training: losses, negative sampling, the loop with early stopping, checkpoints."""

@@ -1,0 +1,102 @@
+"""Training settings, with per-model defaults that give a good model from the data and model name alone."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+Loss = Literal["1n_ce", "1n_bce", "nssa"]
+Optimizer = Literal["adagrad", "adam"]
+Regularizer = Literal["n3", "l2", "none"]
+
+LOSSES: tuple[str, ...] = ("1n_ce", "1n_bce", "nssa")
+OPTIMIZERS: tuple[str, ...] = ("adagrad", "adam")
+REGULARIZERS: tuple[str, ...] = ("n3", "l2", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    The defaults follow Lacroix et al. (2018): 1-N cross entropy over all tails with reciprocal
+    relations, N3 regularisation and Adagrad. That recipe keeps DistMult and ComplEx from the collapse
+    that margin losses with few negatives often show, at a fraction of the time.
+
+    Attributes:
+        epochs: upper bound on passes over the (reciprocal-augmented) training triples.
+        batch_size: queries per step; the 1-N score matrix is ``batch_size x num_entities`` floats.
+        lr: learning rate.
+        loss: ``1n_ce`` (softmax over all tails), ``1n_bce`` (sigmoid, label smoothing) or
+            ``nssa`` (negative sampling with self-adversarial weighting, Sun et al., 2019).
+        label_smoothing: for the 1-N losses.
+        regularizer, reg_weight: N3 or L2 on the embeddings a batch touches.
+        num_negatives, adversarial_temperature, margin: for ``nssa``.
+        type_constrained: ``nssa`` draws negative tails of the true tail's type.
+        eval_every: validate every this many epochs (early stopping on filtered validation MRR).
+        patience: stop after this many validations without improvement.
+        max_valid_triples: validate on at most this many valid triples (speed on big KGs).
+        max_time_s: wall-clock budget for training in seconds (0 = none); the best model is kept.
+        seed: seeds torch and numpy, so that runs repeat.
+    """
+
+    epochs: int = 200
+    batch_size: int = 512
+    lr: float = 0.1
+    optimizer: Optimizer = "adagrad"
+    loss: Loss = "1n_ce"
+    label_smoothing: float = 0.0
+    regularizer: Regularizer = "n3"
+    reg_weight: float = 5e-3
+    num_negatives: int = 64
+    adversarial_temperature: float = 1.0
+    margin: float = 9.0
+    type_constrained: bool = False
+    eval_every: int = 5
+    patience: int = 3
+    max_valid_triples: int = 5000
+    max_time_s: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
+            "reg_weight": self.reg_weight >= 0,
+            "num_negatives": self.num_negatives >= 1,
+            "adversarial_temperature": self.adversarial_temperature >= 0,
+            "eval_every": self.eval_every >= 1,
+            "patience": self.patience >= 1,
+            "max_valid_triples": self.max_valid_triples >= 1,
+            "max_time_s": self.max_time_s >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} is out of range")
+        for name, allowed in (("loss", LOSSES), ("optimizer", OPTIMIZERS), ("regularizer", REGULARIZERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def updated(self, **changes: object) -> TrainConfig:
+        """A copy with ``changes`` applied, ignoring ``None`` values (unset CLI options)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# Per-model defaults: measured on UMLS and Nations (benchmarks/train_quality.py), chosen to hold across
+# KGs rather than tuned to one of them.
+MODEL_DEFAULTS: dict[str, dict[str, object]] = {
+    "distmult": {},
+    "complex": {},
+    "transe": {"regularizer": "l2", "reg_weight": 0.0, "lr": 0.1},
+    "rotate": {"regularizer": "l2", "reg_weight": 0.0, "lr": 0.1},
+}
+
+
+def default_train_config(model: str, **overrides: object) -> TrainConfig:
+    """The defaults for ``model``, then ``overrides`` (``None`` values ignored)."""
+    base = TrainConfig(**MODEL_DEFAULTS.get(model, {}))  # type: ignore[arg-type]
+    return base.updated(**overrides)

@@ -1,0 +1,203 @@
+"""The training loop: 1-N or negative-sampling losses, early stopping on validation MRR, resumable."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kgedge.data.kg import KnowledgeGraph
+from kgedge.evaluate import evaluate_link_prediction
+from kgedge.models import KGModel, ModelConfig, build
+from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
+from kgedge.train import losses
+from kgedge.train.checkpoint import (
+    Vocabulary,
+    load_resume_state,
+    resume_path,
+    save_checkpoint,
+    save_resume_state,
+)
+from kgedge.train.config import TrainConfig
+from kgedge.train.negatives import NegativeSampler
+from kgedge.train.scorer import model_scorer
+
+log = logging.getLogger(__name__)
+
+# (epoch, step, steps_per_epoch, loss, triples_per_second)
+StepCallback = Callable[[int, int, int, float, float], None]
+# (epoch, validation metrics, improved)
+EvalCallback = Callable[[int, dict[str, float], bool], None]
+# (model, batch of (h, r, t) rows) -> an extra loss term, e.g. distillation's soft loss
+LossHook = Callable[[KGModel, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the best model (by validation MRR) and how it got there."""
+
+    model: KGModel
+    best_valid: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    stop_reason: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    return torch.Generator().manual_seed(seed)
+
+
+def _make_optimizer(model: KGModel, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(model.parameters(), lr=config.lr)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def batch_loss(
+    model: KGModel, batch: torch.Tensor, config: TrainConfig, sampler: NegativeSampler | None
+) -> torch.Tensor:
+    """The configured loss of one batch of ``(h, r, t)`` rows, regulariser included."""
+    h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+    if config.loss == "nssa":
+        assert sampler is not None
+        negatives = sampler.sample(t.cpu(), config.num_negatives).to(batch.device)
+        loss = losses.self_adversarial_loss(
+            model.score_hrt(h, r, t),
+            model.score_tails(h, r, negatives),
+            config.margin,
+            config.adversarial_temperature,
+        )
+    else:
+        scores = model.score_all_tails(h, r)
+        fn = losses.one_n_cross_entropy if config.loss == "1n_ce" else losses.one_n_bce
+        loss = fn(scores, t, config.label_smoothing)
+    if config.regularizer != "none" and config.reg_weight > 0:
+        reg = losses.n3 if config.regularizer == "n3" else losses.l2
+        loss = loss + config.reg_weight * reg(model.factors(h, r, t))
+    return loss
+
+
+def train_model(
+    kg: KnowledgeGraph,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    out: Path | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    on_step: StepCallback | None = None,
+    on_eval: EvalCallback | None = None,
+    extra_metadata: dict[str, object] | None = None,
+    model: KGModel | None = None,
+    loss_hook: LossHook | None = None,
+) -> TrainResult:
+    """Train a model on ``kg.train`` (with reciprocal relations), keeping the best by validation MRR.
+
+    With ``out``, the best model is written there (atomically) at every improvement, and the latest
+    training state beside it (``out.resume.pt``) at every validation, so that a killed run resumes
+    with ``resume=True`` from its last validation.
+
+    Args:
+        model: start from this (already initialised) model instead of a fresh one built from
+            ``model_config``; compression steps fine-tune this way.
+        loss_hook: a term added to every batch's loss (distillation's soft loss, hints).
+    """
+    generator = _seed_everything(config.seed)
+    model = (model if model is not None else build(model_config)).to(device)
+    if isinstance(model, GraphEncoderModel):  # graph teachers keep the training graph as buffers
+        attach_graph(model, kg)
+    optimizer = _make_optimizer(model, config)
+    queries = torch.as_tensor(kg.with_reciprocals(kg.train))
+    types = kg.entity_types if config.type_constrained else None
+    sampler = NegativeSampler(kg.num_entities, types, generator) if config.loss == "nssa" else None
+    vocab = Vocabulary.of(kg)
+    metadata = {"data": kg.name, "train_config": config.to_dict(), **(extra_metadata or {})}
+
+    start_epoch, best_mrr, best_epoch, waited = 1, -1.0, 0, 0
+    best_state = copy.deepcopy(model.state_dict())
+    best_valid: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+    if resume and out is not None:
+        state = load_resume_state(out)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            if "torch_rng" in state:  # dropout draws from the global generator
+                torch.set_rng_state(state["torch_rng"])
+            start_epoch = int(state["epoch"]) + 1
+            best_mrr, best_epoch, waited = float(state["best_mrr"]), int(state["best_epoch"]), int(state["waited"])
+            best_state = state["best_model"]
+            best_valid = dict(state["best_valid"])
+            log.info("resumed from %s at epoch %d", resume_path(out), start_epoch)
+
+    steps = (len(queries) + config.batch_size - 1) // config.batch_size
+    started = time.perf_counter()
+    stop_reason, epoch = "epochs", start_epoch - 1
+    for epoch in range(start_epoch, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(queries), generator=generator)
+        epoch_start = time.perf_counter()
+        for step in range(steps):
+            batch = queries[order[step * config.batch_size : (step + 1) * config.batch_size]].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(model, batch, config, sampler)
+            if loss_hook is not None:
+                loss = loss + loss_hook(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {step}; lower the learning rate (--lr)"
+                )
+            loss.backward()
+            optimizer.step()
+            if on_step is not None:
+                seen = (step + 1) * config.batch_size
+                on_step(epoch, step + 1, steps, loss.item(), seen / max(time.perf_counter() - epoch_start, 1e-9))
+            if config.max_time_s and time.perf_counter() - started > config.max_time_s:
+                stop_reason = "time budget"
+                break
+        last_epoch = epoch == config.epochs or stop_reason == "time budget"
+        if epoch % config.eval_every == 0 or last_epoch:
+            metrics = evaluate_link_prediction(
+                model_scorer(model), kg, "valid", max_triples=config.max_valid_triples
+            )
+            metrics["epoch"] = epoch
+            history.append(metrics)
+            improved = metrics["mrr"] > best_mrr
+            if improved:
+                best_mrr, best_epoch, waited, best_valid = metrics["mrr"], epoch, 0, metrics
+                best_state = copy.deepcopy(model.state_dict())
+                if out is not None:
+                    model_meta = {**metadata, "epoch": epoch, "valid": metrics}
+                    save_checkpoint(out, model, vocab, model_meta)
+            else:
+                waited += 1
+            if on_eval is not None:
+                on_eval(epoch, metrics, improved)
+            if out is not None:
+                save_resume_state(out, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch, "best_mrr": best_mrr,
+                    "best_epoch": best_epoch, "waited": waited, "best_model": best_state,
+                    "best_valid": best_valid,
+                })
+            if waited >= config.patience:
+                stop_reason = "early stopping"
+        if stop_reason != "epochs":
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    elapsed = time.perf_counter() - started
+    log.info("trained %s for %d epochs in %.1f s (%s); best valid MRR %.4f at epoch %d",
+             model_config.model, epoch, elapsed, stop_reason, best_mrr, best_epoch)
+    return TrainResult(model, best_valid, best_epoch, epoch, elapsed, stop_reason, history)
