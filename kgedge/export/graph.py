@@ -1,0 +1,196 @@
+"""The exported ONNX graph: ``(head, relation, k, allowed_types, exclude) -> (ids, scores)``.
+
+Top-k happens inside the graph, so the device never handles a full score row. Layout:
+
+1. Gather the head's row from the entity table, stored transposed ``[W, N]`` so that one tensor
+   serves both the Gather and the all-entity product; gather the relation row.
+2. The model's query ``q = f(h, r)`` (``kgedge.export.queries``), in float.
+3. Scores against every entity:
+   * ``float``: ``q · E`` with E in float32;
+   * ``qoperator``: q is quantized per row, symmetric, to uint8 with the fixed zero point 128
+     (one scalar zero point, which ``MatMulInteger`` needs; per-row scales keep batches exact),
+     ``MatMulInteger(q_u8, E_s8)`` runs in integers, and the query and per-row table scales are
+     folded into the int32 result afterwards (no dequantized copy of the table);
+   * ``dequantize``: int8 storage, the table dequantized on every query (kept for measuring only).
+   Distance models (TransE, RotatE) rank by ``2 q·t - |t|²`` (the squared distance up to ``|q|²``),
+   with ``|t|²`` precomputed from the stored table, and report ``-sqrt(|q|² - that)`` for the top k.
+4. Candidates whose type is not allowed, and the ``exclude`` ids (padded with -1), get ``-inf``;
+   TopK(k). Exact top-k: never fewer than k when enough candidates exist, never an excluded one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from kgedge.export.builder import BOOL, FLOAT, INT64, GraphBuilder, tensor_input
+from kgedge.export.profile import ExportProfile
+from kgedge.export.queries import resolve_query
+from kgedge.quantization import dequantize_rows, quantize_rows
+
+INPUTS = ("head", "relation", "k", "allowed_types", "exclude")
+OUTPUTS = ("ids", "scores")
+QUERY_ZERO_POINT = 128  # uint8 queries: symmetric codes -127..127 shifted by 128
+TABLE_ZERO_POINT = 128  # weight_type uint8: the same symmetric codes stored shifted by 128
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What the graph is built from (numpy only).
+
+    Attributes:
+        model: registry name of the model (selects the query function).
+        interaction: ``dot`` or ``l2``.
+        entity_table: shape ``(N, W)`` float32.
+        relation_table: shape ``(2R, Wr)`` float32 (reciprocals included).
+        entity_types: shape ``(N,)`` type ids.
+        num_types: length of the ``allowed_types`` input.
+    """
+
+    model: str
+    interaction: str
+    entity_table: np.ndarray
+    relation_table: np.ndarray
+    entity_types: np.ndarray
+    num_types: int
+
+
+def stored_tables(spec: GraphSpec, profile: ExportProfile) -> tuple[np.ndarray, np.ndarray]:
+    """The tables as the device will see them (dequantized when the profile quantizes)."""
+    if not profile.quantized:
+        return spec.entity_table.astype(np.float32), spec.relation_table.astype(np.float32)
+    return (dequantize_rows(*quantize_rows(spec.entity_table, profile.table_bits)),
+            dequantize_rows(*quantize_rows(spec.relation_table, profile.table_bits)))
+
+
+def _gather_rows(g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str, relation: str):  # noqa: ANN202
+    """Returns (head rows [B, W] float, relation rows [B, Wr] float, table node info)."""
+    if not profile.quantized:
+        table_t = g.const(np.ascontiguousarray(spec.entity_table.T.astype(np.float32)), "entity_table_t")
+        relations = g.const(spec.relation_table.astype(np.float32), "relation_table")
+        h = g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0])
+        return h, g.op("Gather", relations, relation, axis=0), (table_t, None)
+    codes, scales = quantize_rows(spec.entity_table, profile.table_bits)
+    r_codes, r_scales = quantize_rows(spec.relation_table, profile.table_bits)
+    if profile.weight_type == "uint8":
+        stored = (codes.T.astype(np.int16) + TABLE_ZERO_POINT).astype(np.uint8)
+    else:
+        stored = codes.T
+    table_t = g.const(np.ascontiguousarray(stored), "entity_codes_t")
+    e_scale = g.const(scales, "entity_scales")
+    h_codes = g.op("Cast", g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0]), to=FLOAT)
+    if profile.weight_type == "uint8":
+        h_codes = g.op("Sub", h_codes, g.const(np.float32(TABLE_ZERO_POINT)))
+    h = g.op("Mul", h_codes, g.unsqueeze(g.op("Gather", e_scale, head, axis=0), 1))
+    r_codes_c = g.const(r_codes, "relation_codes")
+    r_scale = g.const(r_scales, "relation_scales")
+    r = g.op("Mul", g.op("Cast", g.op("Gather", r_codes_c, relation, axis=0), to=FLOAT),
+             g.unsqueeze(g.op("Gather", r_scale, relation, axis=0), 1))
+    return h, r, (table_t, e_scale)
+
+
+def _products(
+    g: GraphBuilder, profile: ExportProfile, q: str, table_t: str, e_scale: str | None, emulate: bool
+) -> str:
+    """``q · E`` for every entity, shape ``[B, N]`` float.
+
+    ``emulate`` replaces MatMulInteger by a float MatMul of the same integer codes: exact (every
+    partial sum stays below 2^24 for rows of up to 512 values), it shows what a target CPU computes
+    when this CPU's kernel differs (e.g. saturating u8·s8 on x86 without VNNI).
+    """
+    if profile.format == "float":
+        return g.op("MatMul", q, table_t)
+    if profile.format == "dequantize":
+        table = g.op("Cast", table_t, to=FLOAT)
+        if profile.weight_type == "uint8":
+            table = g.op("Sub", table, g.const(np.float32(TABLE_ZERO_POINT)))
+        table = g.op("Mul", table, e_scale)
+        return g.op("MatMul", q, table)
+    # per-row symmetric query codes, shifted to uint8 around a scalar zero point
+    peak = g.op("ReduceMax", g.op("Abs", q), g.const(np.array([1], np.int64)), keepdims=1)
+    q_scale = g.op("Div", g.op("Max", peak, g.const(np.float32(1e-12))), g.const(np.float32(127.0)))
+    codes = g.op("Round", g.op("Div", q, q_scale))
+    shifted = g.op("Clip", g.op("Add", codes, g.const(np.float32(QUERY_ZERO_POINT))),
+                   g.const(np.float32(0.0)), g.const(np.float32(255.0)))
+    q_u8 = g.op("Cast", shifted, to=onnx.TensorProto.UINT8)
+    unsigned_table = profile.weight_type == "uint8"
+    if emulate:
+        centred = g.op("Sub", g.op("Cast", q_u8, to=FLOAT), g.const(np.float32(QUERY_ZERO_POINT)))
+        table = g.op("Cast", table_t, to=FLOAT)
+        if unsigned_table:
+            table = g.op("Sub", table, g.const(np.float32(TABLE_ZERO_POINT)))
+        product = g.op("MatMul", centred, table)
+    else:
+        zero_point = g.const(np.uint8(QUERY_ZERO_POINT), "query_zero_point")
+        table_zero = [g.const(np.uint8(TABLE_ZERO_POINT), "table_zero_point")] if unsigned_table else []
+        product = g.op("MatMulInteger", q_u8, table_t, zero_point, *table_zero)
+    return g.op("Mul", g.op("Cast", product, to=FLOAT), g.op("Mul", q_scale, e_scale))
+
+
+MAX_TYPE_RUNS = 256
+
+
+def _type_bias(g: GraphBuilder, spec: GraphSpec, minus_inf: str) -> str:
+    """``[N]`` float: 0 where the entity's type is allowed, -inf elsewhere.
+
+    Entity ids usually come in long runs of one type (ids follow sorted names, and names carry their
+    type), so the row is assembled from one Expand per run: memcpy speed, where a Gather of N type ids
+    costs ~9 ns per entity in onnxruntime (1 ms at 100k entities). Too many runs fall back to Gather.
+    """
+    per_type = g.op("Where", "allowed_types", g.const(np.float32(0.0)), minus_inf)
+    types = spec.entity_types.astype(np.int64)
+    starts = np.flatnonzero(np.diff(types, prepend=-1))
+    if len(starts) > MAX_TYPE_RUNS:
+        return g.op("Gather", per_type, g.const(types, "entity_types"), axis=0)
+    lengths = np.diff(np.append(starts, len(types)))
+    pieces = [
+        g.op("Expand", g.op("Slice", per_type, g.const(np.array([t], np.int64)), g.const(np.array([t + 1], np.int64))),
+             g.const(np.array([n], np.int64)))
+        for t, n in zip(types[starts], lengths)
+    ]
+    return pieces[0] if len(pieces) == 1 else g.op("Concat", *pieces, axis=0)
+
+
+def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) -> onnx.ModelProto:
+    """The top-k graph of ``spec`` for ``profile``; passes ``onnx.checker`` with shape inference.
+
+    Args:
+        emulate: integer products computed exactly in float (validation on a CPU unlike the target).
+    """
+    query_fn = resolve_query(spec.model)
+    g = GraphBuilder()
+    h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation")
+    q = query_fn(g, h, r, spec.entity_table.shape[1])
+    scores = _products(g, profile, q, table_t, e_scale, emulate)
+    if spec.interaction == "l2":
+        entity_rows, _ = stored_tables(spec, profile)
+        norms = g.const((entity_rows.astype(np.float64) ** 2).sum(1).astype(np.float32), "entity_sq_norms")
+        scores = g.op("Sub", g.op("Mul", scores, g.const(np.float32(2.0))), norms)
+    minus_inf = g.const(np.float32(-np.inf))
+    scores = g.op("Add", scores, _type_bias(g, spec, minus_inf))
+    valid = g.op("GreaterOrEqual", "exclude", g.const(np.int64(0)))
+    index = g.op("Where", valid, "exclude", g.const(np.int64(0)))
+    update = g.op("Where", valid, g.op("Expand", minus_inf, g.op("Shape", "exclude")),
+                  g.const(np.float32(np.inf)))
+    scores = g.op("ScatterElements", scores, index, update, axis=1, reduction="min")
+    values, ids = g.op_multi("TopK", scores, "k", outputs=2, axis=1, largest=1, sorted=1)
+    g.op("Identity", ids, name="ids")
+    if spec.interaction == "l2":
+        q_sq = g.op("ReduceSum", g.op("Mul", q, q), g.const(np.array([1], np.int64)), keepdims=1)
+        distance = g.op("Sqrt", g.op("Max", g.op("Sub", q_sq, values), g.const(np.float32(0.0))))
+        g.op("Neg", distance, name="scores")
+    else:
+        g.op("Identity", values, name="scores")
+    inputs = [
+        tensor_input("head", INT64, ["batch"]),
+        tensor_input("relation", INT64, ["batch"]),
+        tensor_input("k", INT64, [1]),
+        tensor_input("allowed_types", BOOL, [spec.num_types]),
+        tensor_input("exclude", INT64, ["batch", "num_excluded"]),
+    ]
+    outputs = [tensor_input("ids", INT64, ["batch", "k"]), tensor_input("scores", FLOAT, ["batch", "k"])]
+    model = g.build(inputs, outputs, profile.opset, f"kgedge_{spec.model}_topk")
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -1,0 +1,195 @@
+"""Export: graph structure, scores against torch, quantized agreement, bundle contents, profiles."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from kgedge.data.kg import KnowledgeGraph
+from kgedge.export import ExportValidationError, export_bundle, resolve_profile
+from kgedge.export.bundle import graph_spec
+from kgedge.export.graph import build_graph
+from kgedge.export.profile import ExportProfile, ProfileError, available_profiles
+from kgedge.export.validate import onnx_scorer, session_for, topk_overlap
+from kgedge.models import ModelConfig, build
+from kgedge.train.checkpoint import Checkpoint, Vocabulary
+from kgedge.train.scorer import model_scorer
+
+KGE_MODELS = ("transe", "distmult", "complex", "rotate")
+PROFILES = tuple(available_profiles())
+
+
+def _tiny_kg(num_entities: int = 60, num_relations: int = 3, seed: int = 0) -> KnowledgeGraph:
+    rng = np.random.default_rng(seed)
+    triples = np.unique(np.stack([rng.integers(0, num_entities, 400), rng.integers(0, num_relations, 400),
+                                  rng.integers(0, num_entities, 400)], 1), axis=0)
+    rng.shuffle(triples)
+    types = (np.arange(num_entities) * 3 // num_entities).astype(np.int64)  # three runs of types
+    return KnowledgeGraph(
+        name="tiny", entities=[f"e{i:03d}" for i in range(num_entities)],
+        relations=[f"r{i}" for i in range(num_relations)], train=triples[:300], valid=triples[300:340],
+        test=triples[340:], entity_types=types, type_names=["a", "b", "c"],
+    )
+
+
+def _checkpoint(name: str, kg: KnowledgeGraph, dim: int = 16, seed: int = 0) -> Checkpoint:
+    torch.manual_seed(seed)
+    config = ModelConfig(model=name, num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
+                         dim=dim, init_scale=0.5)
+    return Checkpoint(model=build(config).eval(), vocab=Vocabulary.of(kg), metadata={"data": "tiny"})
+
+
+def _run(model: onnx.ModelProto, heads, relations, k, allowed, exclude):
+    return session_for(model).run(None, {
+        "head": np.asarray(heads, np.int64), "relation": np.asarray(relations, np.int64),
+        "k": np.array([k], np.int64), "allowed_types": np.asarray(allowed, bool),
+        "exclude": np.asarray(exclude, np.int64).reshape(len(heads), -1),
+    })
+
+
+@pytest.mark.parametrize("name", KGE_MODELS)
+def test_fp32_graph_matches_torch_scores(name: str) -> None:
+    kg = _tiny_kg()
+    checkpoint = _checkpoint(name, kg)
+    model = build_graph(graph_spec(checkpoint), resolve_profile("portable"))
+    heads, relations = np.arange(10), np.arange(10) % (2 * kg.num_relations)
+    onnx_scores = onnx_scorer(session_for(model), kg.num_entities, 3)(heads, relations)
+    torch_scores = model_scorer(checkpoint.model)(heads, relations)
+    np.testing.assert_allclose(onnx_scores, torch_scores, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", KGE_MODELS)
+@pytest.mark.parametrize("profile", [p for p in PROFILES if p != "portable"])
+def test_quantized_graph_uses_integer_matmul_and_agrees(name: str, profile: str) -> None:
+    kg = _tiny_kg()
+    checkpoint = _checkpoint(name, kg)
+    spec = graph_spec(checkpoint)
+    chosen = resolve_profile(profile)
+    model = build_graph(spec, chosen)
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["MatMulInteger"] == 1 and ops["MatMul"] == 0
+    codes = next(i for i in model.graph.initializer if i.name == "entity_codes_t")
+    expected = onnx.TensorProto.UINT8 if chosen.weight_type == "uint8" else onnx.TensorProto.INT8
+    assert codes.data_type == expected
+    # integer emulation (what the target computes) against the fp32 graph
+    emulated = onnx_scorer(session_for(build_graph(spec, chosen, emulate=True)), kg.num_entities, 3)
+    fp32 = onnx_scorer(session_for(build_graph(spec, resolve_profile("portable"))), kg.num_entities, 3)
+    heads, relations = np.arange(40), np.arange(40) % 6
+    assert topk_overlap(fp32(heads, relations), emulated(heads, relations), 10) >= 0.9
+
+
+def test_avx2_profile_runs_natively_without_saturation() -> None:
+    kg = _tiny_kg(num_entities=500)
+    checkpoint = _checkpoint("distmult", kg, dim=64)
+    spec = graph_spec(checkpoint)
+    profile = resolve_profile("x86-avx2")
+    native = onnx_scorer(session_for(build_graph(spec, profile)), kg.num_entities, 3)
+    exact = onnx_scorer(session_for(build_graph(spec, profile, emulate=True)), kg.num_entities, 3)
+    heads, relations = np.arange(50), np.arange(50) % 6
+    np.testing.assert_allclose(native(heads, relations), exact(heads, relations), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["distmult", "transe"])
+def test_type_restriction_and_exclusion_give_exact_topk(name: str) -> None:
+    kg = _tiny_kg()
+    checkpoint = _checkpoint(name, kg)
+    model = build_graph(graph_spec(checkpoint), resolve_profile("portable"))
+    full = model_scorer(checkpoint.model)(np.array([1, 2]), np.array([0, 1]))
+    allowed = np.array([True, False, True])
+    exclude = np.array([[3, 5, -1], [7, -1, -1]])
+    k = 12
+    ids, scores = _run(model, [1, 2], [0, 1], k, allowed, exclude)
+    for row in range(2):
+        candidates = np.flatnonzero(allowed[kg.entity_types])
+        candidates = np.setdiff1d(candidates, exclude[row][exclude[row] >= 0])
+        best = candidates[np.argsort(-full[row, candidates], kind="stable")[:k]]
+        assert len(ids[row]) == k and np.isfinite(scores[row]).all()
+        assert set(ids[row].tolist()) == set(best.tolist())
+        assert not set(ids[row].tolist()) & set(exclude[row].tolist())
+        assert np.all(np.diff(scores[row]) <= 1e-6)
+
+
+def test_k_larger_than_candidates_marks_the_rest_minus_inf() -> None:
+    kg = _tiny_kg()
+    model = build_graph(graph_spec(_checkpoint("distmult", kg)), resolve_profile("portable"))
+    allowed = np.array([False, True, False])  # 20 entities of type b
+    ids, scores = _run(model, [0], [0], 30, allowed, np.zeros((1, 0)))
+    assert np.isfinite(scores[0]).sum() == 20
+    assert set(ids[0][np.isfinite(scores[0])].tolist()) == set(np.flatnonzero(kg.entity_types == 1).tolist())
+
+
+@pytest.mark.parametrize("name", KGE_MODELS)
+def test_export_bundle_writes_checksummed_bundle(tmp_path: Path, name: str) -> None:
+    kg = _tiny_kg()
+    result = export_bundle(_checkpoint(name, kg), "portable", tmp_path / "bundle", kg=kg, archive=True)
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["format"] == "kgedge-bundle" and manifest["model"]["name"] == name
+    assert set(manifest["files"]) == {p.name for p in (tmp_path / "bundle").iterdir()} - {"manifest.json"}
+    assert manifest["validation"]["max_abs_score_diff"] <= 1e-3
+    assert result.archive is not None and result.archive.is_file()
+    onnx.checker.check_model(str(tmp_path / "bundle" / "model.onnx"), full_check=True)
+    assert not list(tmp_path.glob(".bundle*")), "temporary directories left behind"
+
+
+def test_quantized_bundle_is_about_a_quarter_of_fp32(tmp_path: Path) -> None:
+    kg = _tiny_kg(num_entities=2000)
+    checkpoint = _checkpoint("distmult", kg, dim=64)
+    fp32 = export_bundle(checkpoint, "portable", tmp_path / "fp32")
+    int8 = export_bundle(checkpoint, "x86-avx2", tmp_path / "int8")
+    ratio = int8.manifest["sizes"]["table_bytes"] / fp32.manifest["sizes"]["table_bytes"]
+    assert ratio <= 0.27
+    model_bytes = {p: (tmp_path / p / "model.onnx").stat().st_size for p in ("fp32", "int8")}
+    assert model_bytes["int8"] <= 0.3 * model_bytes["fp32"]
+
+
+def test_failed_validation_writes_nothing(tmp_path: Path) -> None:
+    kg = _tiny_kg()
+    strict = replace(resolve_profile("x86-avx2"), validation=replace(resolve_profile("x86-avx2").validation,
+                                                                     min_topk_overlap=1.0))
+    checkpoint = _checkpoint("distmult", kg, dim=64, seed=3)
+    with pytest.raises(ExportValidationError, match="overlap"):
+        export_bundle(checkpoint, strict, tmp_path / "bundle", kg=kg)
+    assert not (tmp_path / "bundle").exists() and not list(tmp_path.iterdir())
+
+
+def test_export_refuses_non_empty_target(tmp_path: Path) -> None:
+    kg = _tiny_kg()
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        export_bundle(_checkpoint("distmult", kg), "portable", tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("table_bits", 5, "table_bits=5"), ("format", "qdq2", "format='qdq2'"), ("opset", 11, "opset=11"),
+     ("weight_type", "int16", "weight_type='int16'"), ("arch", "mips", "arch='mips'")],
+)
+def test_bad_profile_names_field_value_and_allowed(field: str, value: object, message: str) -> None:
+    raw = {"name": "mine", "format": "qoperator", "table_bits": 8, field: value}
+    with pytest.raises(ProfileError, match=message.replace("(", r"\(")) as info:
+        ExportProfile.from_dict(raw)
+    assert "allowed" in str(info.value)
+
+
+def test_profile_toml_file_and_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('name = "mine"\nformat = "qoperator"\ntable_bits = 8\ncolour = "red"\n')
+    with pytest.raises(ProfileError, match="unknown field.*colour"):
+        resolve_profile(str(path))
+    path.write_text('name = "mine"\nformat = "qoperator"\ntable_bits = 8\n[session]\nintra_op_num_threads = 2\n')
+    assert resolve_profile(str(path)).session.intra_op_num_threads == 2
+    with pytest.raises(ProfileError, match="unknown profile 'nope'.*portable"):
+        resolve_profile("nope")
+
+
+def test_shipped_profiles_cover_the_targets() -> None:
+    assert {"portable", "x86-avx2", "x86-avx512-vnni", "arm64"} <= set(PROFILES)
