@@ -1,0 +1,105 @@
+"""Running the bundle's top-k graph on checked id arrays: chunking, and never a masked result.
+
+The graph scores every entity for each ``(head, relation)``, masks disallowed types and excluded
+ids with ``-inf`` and returns the top ``k``. When ``k`` exceeds what a row may return, the graph
+still fills ``k`` slots with masked entities; :meth:`TopKGraph.topk` drops those (and, as a guard
+against a faulty export, anything disallowed or excluded whatever its score) and pads with
+``-1`` / ``-inf`` at the end of the row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+# Each run materialises a (rows, N) float32 score matrix inside onnxruntime; chunk the batch so
+# that it stays near 32 MiB (8M cells) whatever N is.
+MAX_CELLS_PER_RUN = 1 << 23
+
+
+class TopKGraph:
+    """The onnxruntime session of a bundle with the arrays it needs, queried by id.
+
+    Args:
+        session: a session whose I/O follows the contract (see ``session.GRAPH_INPUTS``).
+        entity_types: shape ``(N,)`` int64 type id of each entity.
+        num_types: ``T``, the length of ``allowed_types``.
+    """
+
+    def __init__(self, session: ort.InferenceSession, entity_types: np.ndarray, num_types: int) -> None:
+        self.session = session
+        self.entity_types = entity_types
+        self.num_types = num_types
+        self.num_entities = len(entity_types)
+
+    def allowed_entities(self, allowed_types: np.ndarray) -> np.ndarray:
+        """Shape ``(N,)`` bool: entities whose type is allowed."""
+        return allowed_types[self.entity_types]
+
+    def _run(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
+             exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw graph outputs over chunks of rows: ids ``(B, k)`` int64, scores ``(B, k)`` float32."""
+        rows = max(1, MAX_CELLS_PER_RUN // self.num_entities)
+        ids_parts, score_parts = [], []
+        k_input = np.array([k], dtype=np.int64)
+        for start in range(0, len(heads), rows):
+            part = slice(start, start + rows)
+            ids, scores = self.session.run(["ids", "scores"], {
+                "head": heads[part], "relation": relations[part], "k": k_input,
+                "allowed_types": allowed_types, "exclude": np.ascontiguousarray(exclude[part]),
+            })
+            ids_parts.append(ids)
+            score_parts.append(scores)
+        return np.concatenate(ids_parts).astype(np.int64, copy=False), np.concatenate(score_parts).astype(np.float32, copy=False)
+
+    def topk(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
+             exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` allowed, non-excluded entities per query; inputs already checked.
+
+        Args:
+            heads, relations: shape ``(B,)`` int64 valid ids.
+            k: ``1..N``.
+            allowed_types: shape ``(T,)`` bool.
+            exclude: shape ``(B, X)`` int64 ids in ``-1..N-1`` (-1 = padding).
+
+        Returns:
+            ``(ids, scores)`` shape ``(B, k)`` int64 / float32, best first; rows with fewer valid
+            results end with id -1 and score -inf.
+        """
+        ids, scores = self._run(heads, relations, k, allowed_types, exclude)
+        valid = (scores > -np.inf) & self.allowed_entities(allowed_types)[ids]
+        if exclude.shape[1]:
+            n = self.num_entities
+            row = np.arange(len(ids), dtype=np.int64)[:, None]
+            excluded = np.isin(row * n + ids, (row * n + exclude)[exclude >= 0])
+            valid &= ~excluded
+        leaked = ~valid & (scores > -np.inf)
+        if np.isnan(scores).any():
+            log.warning("the graph returned %d NaN scores; they were dropped: re-export the bundle",
+                        int(np.isnan(scores).sum()))
+        if leaked.any():
+            log.warning("the graph ranked %d disallowed or excluded entities with finite scores; they were "
+                        "dropped, but the bundle's masking is wrong: re-export it", int(leaked.sum()))
+        if not valid.all():
+            order = np.argsort(~valid, axis=1, kind="stable")  # valid results first, order kept
+            ids, scores, valid = (np.take_along_axis(a, order, axis=1) for a in (ids, scores, valid))
+            ids = np.where(valid, ids, -1)
+            scores = np.where(valid, scores, np.float32(-np.inf)).astype(np.float32)
+        return ids, scores
+
+    def score_all(self, heads: np.ndarray, relations: np.ndarray) -> np.ndarray:
+        """Scores of every entity, shape ``(B, N)`` float32, column ``j`` = entity id ``j``.
+
+        Runs the same graph with ``k = N``, every type allowed and nothing excluded, then puts
+        each score back at its entity's column.
+        """
+        allowed = np.ones(self.num_types, dtype=bool)
+        empty = np.zeros((len(heads), 0), dtype=np.int64)
+        ids, scores = self._run(heads, relations, self.num_entities, allowed, empty)
+        out = np.empty((len(heads), self.num_entities), dtype=np.float32)
+        np.put_along_axis(out, ids, scores, axis=1)
+        return out

@@ -1,0 +1,105 @@
+"""The runtime on bundles written by the real exporter (fp32 and int8); skipped without it or torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+export = pytest.importorskip("kgedge.export")
+if not hasattr(export, "export_bundle"):
+    pytest.skip("kgedge.export has no export_bundle yet", allow_module_level=True)
+
+from kgedge.data.generate import ShopConfig, generate_shop_kg, write_shop_kg  # noqa: E402
+from kgedge.data.kg import KnowledgeGraph, load_kg  # noqa: E402
+from kgedge.models import ModelConfig, build  # noqa: E402
+from kgedge.runtime import EdgeModel  # noqa: E402
+from kgedge.train.checkpoint import Checkpoint, Vocabulary  # noqa: E402
+from kgedge.train.scorer import model_scorer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[KnowledgeGraph, Checkpoint, Path]:
+    root = tmp_path_factory.mktemp("exported")
+    write_shop_kg(generate_shop_kg(ShopConfig(num_entities=300, seed=1)), root / "data")
+    kg = load_kg(root / "data")
+    torch.manual_seed(0)
+    config = ModelConfig(model="distmult", num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
+                         dim=16, init_scale=0.5)
+    return kg, Checkpoint(model=build(config).eval(), vocab=Vocabulary.of(kg), metadata={"data": "shop"}), root
+
+
+@pytest.fixture(scope="module")
+def fp32(shop: tuple[KnowledgeGraph, Checkpoint, Path]) -> Path:
+    kg, checkpoint, root = shop
+    return export.export_bundle(checkpoint, "portable", root / "fp32", kg=kg, archive=True).path
+
+
+def test_exported_fp32_bundle_scores_like_torch(shop, fp32: Path) -> None:  # noqa: ANN001
+    kg, checkpoint, _ = shop
+    model = EdgeModel.load(fp32)
+    assert model.entities == kg.entities and model.relations == kg.relations and model.types == kg.type_names
+    heads = np.arange(0, kg.num_entities, 7)
+    relations = np.arange(len(heads)) % (2 * kg.num_relations)
+    expected = np.asarray(model_scorer(checkpoint.model)(heads, relations))
+    np.testing.assert_allclose(model.score_all(heads, relations), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("profile", ["portable", "x86-avx2"])
+def test_recommend_on_exported_bundle_is_exact_and_excludes_train(shop, profile: str) -> None:  # noqa: ANN001
+    kg, checkpoint, root = shop
+    path = export.export_bundle(checkpoint, profile, root / f"rec-{profile}", kg=kg).path
+    model = EdgeModel.load(path)
+    bought = kg.relation_ids["bought"]
+    products = np.isin(kg.entity_types, [kg.type_names.index("product")])
+    users = np.unique(kg.train[kg.train[:, 1] == bought, 0])[:20]
+    scores = model.score_all(users, np.full(len(users), bought))
+    for row, user in enumerate(users):
+        owned = set(kg.train[(kg.train[:, 0] == user) & (kg.train[:, 1] == bought), 2].tolist())
+        got = [model.entity_id(n) for n, _ in model.recommend(kg.entities[user], k=10)]
+        assert len(got) == 10 and not owned & set(got) and all(products[i] for i in got)
+        masked = np.where(products & ~np.isin(np.arange(kg.num_entities), list(owned)), scores[row], -np.inf)
+        # same graph, same scores: the top-k equals the best of the full row (up to exact ties)
+        np.testing.assert_allclose(np.sort(masked)[::-1][:10], scores[row, got], rtol=1e-6, atol=1e-6)
+
+
+def test_evaluate_gives_the_checkpoints_metrics_from_the_bundle(shop, fp32: Path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from kgedge.cli import app
+    from kgedge.train.checkpoint import save_checkpoint
+
+    kg, checkpoint, root = shop
+    save_checkpoint(root / "model.ckpt", checkpoint.model, checkpoint.vocab, checkpoint.metadata)
+    runs = {}
+    for artifact in (fp32, root / "model.ckpt"):
+        result = CliRunner().invoke(app, ["evaluate", str(artifact), "--data", str(root / "data"), "--json"])
+        assert result.exit_code == 0, result.output
+        runs[artifact.suffix] = json.loads(result.output)
+    assert runs[""]["kind"] == "bundle" and runs[".ckpt"]["kind"] == "checkpoint"
+    assert runs[""]["mrr"] == pytest.approx(runs[".ckpt"]["mrr"], abs=1e-4)
+
+
+def test_exported_archive_loads_without_torch(shop, fp32: Path) -> None:  # noqa: ANN001
+    archive = Path(str(fp32) + ".tar.gz")
+    assert archive.is_file()
+    user = next(e for e in shop[0].entities if e.startswith("user"))
+    code = (
+        "import sys, json\n"
+        "class B:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in ('torch', 'onnx'): raise ImportError(name)\n"
+        "sys.meta_path.insert(0, B())\n"
+        "from kgedge.runtime import EdgeModel\n"
+        "m = EdgeModel.load(sys.argv[1])\n"
+        "print(json.dumps(m.recommend(sys.argv[2], k=5)))\n"
+        "assert 'torch' not in sys.modules and 'onnx' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(archive), user], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [tuple(x) for x in json.loads(result.stdout)] == EdgeModel.load(fp32).recommend(user, k=5)
