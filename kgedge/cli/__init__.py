@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 
 from kgedge import __version__
-from kgedge.cli import data_cmd, export_cmds, model_cmds, runtime_cmds
+from kgedge.cli import compress_cmds, data_cmd, demo_cmd, export_cmds, model_cmds, runtime_cmds
+from kgedge.cli import bench_cmd
 
 app = typer.Typer(
     name="kgedge",
@@ -40,7 +41,10 @@ def _root(
 app.add_typer(data_cmd.app, name="data")
 model_cmds.register(app)
 runtime_cmds.register(app)
+compress_cmds.register(app)
 export_cmds.register(app)
+bench_cmd.register(app)
+demo_cmd.register(app)
 
 
 def main() -> None:

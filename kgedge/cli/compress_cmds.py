@@ -1,0 +1,92 @@
+"""``kgedge distill`` and ``kgedge compress``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from kgedge.cli.common import print_json, print_table, require_torch, user_errors
+from kgedge.cli.model_cmds import DATA_HELP
+
+
+def _run(teacher: Path, data: str, recipe, out: Path, seed: int, max_time: float, json_out: bool) -> None:  # noqa: ANN001
+    from kgedge.compress.pipeline import run_recipe
+    from kgedge.data.sources import load_data
+    from kgedge.train.checkpoint import Vocabulary, load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(teacher)
+    kg = load_data(data)
+    if loaded.vocab.entities != kg.entities or loaded.vocab.relations != kg.relations:
+        raise ValueError(f"{teacher} was trained on other data than --data {data}")
+
+    def show(report) -> None:  # noqa: ANN001
+        if not json_out:
+            typer.echo(f"{report.step}: {report.model}-{report.dim} {report.bytes:,} bytes "
+                       f"({report.compression:.1f}x smaller), MRR {report.mrr:.4f} "
+                       f"({100 * report.teacher_share:.1f}% of teacher), Hits@10 {report.hits_at_10:.4f}, "
+                       f"{report.seconds:.1f} s" + (f" [{report.note}]" if report.note else ""), err=True)
+
+    result = run_recipe(loaded.model, kg, recipe, seed=seed, max_time_s=max_time, on_step=show)
+    metadata = {"data": kg.name, "teacher": str(teacher), "recipe": recipe.name, "qat_bits": result.bits,
+                "teacher_test": result.teacher, "steps": [asdict(s) for s in result.steps]}
+    save_checkpoint(out, result.model, Vocabulary(**asdict(loaded.vocab)), metadata)
+    rows = [{k: v for k, v in asdict(s).items() if k != "note"} for s in result.steps]
+    summary = {"checkpoint": str(out), "recipe": recipe.name, "teacher_mrr": result.teacher["mrr"],
+               "qat_bits": result.bits, "steps": rows}
+    if json_out:
+        print_json(summary)
+    else:
+        print_table(rows, title=f"{recipe.name}: teacher MRR {result.teacher['mrr']:.4f}")
+
+
+def compress(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint."),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Student checkpoint to write."),
+    recipe: str = typer.Option("default", "--recipe", help="Shipped recipe name (default, distill-prune-qat, tiny-int4) or a .toml file."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    max_time: float = typer.Option(0.0, "--max-time", help="Training budget per step in seconds (0 = early stopping only)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object with every step's figures."),
+) -> None:
+    """Compress a teacher by a recipe (distil, prune, QAT), printing bytes, MRR and % of the teacher after each step."""
+    require_torch("compress")
+    from kgedge.compress.recipe import load_recipe
+
+    with user_errors():
+        _run(teacher, data, load_recipe(recipe), out, seed, max_time, json_out)
+
+
+def distill(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (any model, graph encoders included)."),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    student: str = typer.Option("auto", "--student", help="Student model (transe, distmult, complex, rotate); auto = the teacher's family."),
+    dim: int = typer.Option(24, "--dim", help="Student dimension (8-64 typical)."),
+    out: Path = typer.Option(..., "--out", help="Student checkpoint to write."),
+    alpha: float = typer.Option(1.0, "--alpha", help="Weight of the soft (KL) loss."),
+    temperature: float = typer.Option(2.0, "--temperature", help="Softmax temperature T."),
+    epochs: int = typer.Option(200, "--epochs", help="Most epochs (early stopping on validation MRR)."),
+    init: str = typer.Option("teacher", "--init", help="teacher (SVD projection of its tables) or random."),
+    adaptive: bool = typer.Option(False, "--adaptive", help="DualDE-style per-query soft/hard weighting."),
+    hint_weight: float = typer.Option(0.0, "--hint-weight", help="Weight of the score-level hint loss."),
+    candidates: str = typer.Option("auto", "--candidates", help="full (1-N), sampled (teacher top-k + random) or auto."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    max_time: float = typer.Option(0.0, "--max-time", help="Training budget in seconds."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Distil a teacher into a small student: L = L_hard + alpha * T^2 * KL(teacher || student)."""
+    require_torch("distill")
+    from kgedge.compress.recipe import Recipe
+
+    with user_errors():
+        recipe = Recipe.from_dict({"name": "distill", "export_bits": 32, "steps": [{
+            "kind": "distill", "student": student, "dim": dim, "epochs": epochs, "alpha": alpha,
+            "temperature": temperature, "init": init, "adaptive": adaptive, "hint_weight": hint_weight,
+            "candidates": candidates}]})
+        _run(teacher, data, recipe, out, seed, max_time, json_out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(distill)
+    app.command()(compress)

@@ -1,0 +1,138 @@
+"""Run a compression recipe: each step fine-tunes the student (distilling from the teacher) and is
+measured: parameters, bytes as exported, filtered test MRR, Hits@10, share of the teacher's MRR.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from kgedge.compress.distill import DistillConfig, DistillationLoss
+from kgedge.compress.init import init_student_from_teacher
+from kgedge.compress.prune import finish_pruning, magnitude_prune, prune_dimensions
+from kgedge.compress.qat import enable_qat, finish_qat
+from kgedge.compress.recipe import Recipe, Step
+from kgedge.compress.size import table_bytes
+from kgedge.data.kg import KnowledgeGraph
+from kgedge.evaluate import evaluate_link_prediction
+from kgedge.models import KGModel, ModelConfig, build
+from kgedge.train.config import default_train_config
+from kgedge.train.scorer import model_scorer
+from kgedge.train.trainer import train_model
+
+log = logging.getLogger(__name__)
+
+KGE_FAMILIES = ("transe", "distmult", "complex", "rotate")
+
+
+@dataclass
+class StepReport:
+    """One row of ``kgedge compress``'s output."""
+
+    step: str
+    model: str
+    dim: int
+    parameters: int
+    bytes: int
+    compression: float
+    mrr: float
+    hits_at_10: float
+    teacher_share: float
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class CompressResult:
+    model: KGModel
+    teacher: dict[str, float]
+    steps: list[StepReport] = field(default_factory=list)
+    bits: int | None = None  # table bits the student was fine-tuned for (QAT)
+
+
+def student_family(teacher: KGModel, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return teacher.config.model if teacher.config.model in KGE_FAMILIES else "complex"
+
+
+def _test_metrics(model: KGModel, kg: KnowledgeGraph) -> dict[str, float]:
+    return evaluate_link_prediction(model_scorer(model), kg, "test")
+
+
+def _fine_tune(
+    model: KGModel, teacher: KGModel, kg: KnowledgeGraph, step: Step, distill: DistillConfig, seed: int,
+    max_time_s: float,
+) -> KGModel:
+    config = default_train_config(model.config.model, epochs=int(step.settings["epochs"]), lr=step.settings.get("lr"),
+                                  seed=seed, max_time_s=max_time_s)
+    hook = DistillationLoss(teacher, distill, kg.num_entities, torch.Generator().manual_seed(seed)) if distill.alpha else None
+    return train_model(kg, model.config, config, model=model, loss_hook=hook).model
+
+
+def run_recipe(
+    teacher: KGModel,
+    kg: KnowledgeGraph,
+    recipe: Recipe,
+    seed: int = 0,
+    max_time_s: float = 0.0,
+    on_step: Callable[[StepReport], None] | None = None,
+) -> CompressResult:
+    """Compress ``teacher`` by the recipe's steps; every step's student is measured on the test split."""
+    teacher = teacher.eval()
+    teacher_metrics = _test_metrics(teacher, kg)
+    teacher_bytes = table_bytes(teacher, None)
+    result = CompressResult(model=teacher, teacher=teacher_metrics)
+    student: KGModel | None = None
+    distill = DistillConfig()
+    for number, step in enumerate(recipe.steps, start=1):
+        started = time.perf_counter()
+        s, note = step.settings, ""
+        if step.kind == "distill":
+            distill = DistillConfig(alpha=float(s["alpha"]), temperature=float(s["temperature"]),
+                                    candidates=str(s["candidates"]), hint_weight=float(s["hint_weight"]),
+                                    adaptive=bool(s["adaptive"]))
+            torch.manual_seed(seed)
+            config = ModelConfig(model=student_family(teacher, str(s["student"])), num_entities=kg.num_entities,
+                                 num_relations=teacher.config.num_relations, dim=int(s["dim"]))
+            student = build(config)
+            if s["init"] == "teacher":
+                init_student_from_teacher(student, teacher)
+            elif s["init"] != "random":
+                raise ValueError(f"step {number} (distill) init={s['init']!r}; allowed: teacher, random")
+            student = _fine_tune(student, teacher, kg, step, distill, seed, max_time_s)
+        else:
+            if student is None:  # compressing the teacher itself (e.g. QAT or pruning only)
+                student = build(teacher.config)
+                student.load_state_dict(teacher.state_dict())
+            if step.kind == "prune_dims":
+                student = _fine_tune(prune_dimensions(student, int(s["keep"])), teacher, kg, step, distill, seed, max_time_s)
+            elif step.kind == "prune_magnitude":
+                sparsity = magnitude_prune(student, s["sparsity"] if s["threshold"] is None else None, s["threshold"])
+                student = finish_pruning(_fine_tune(student, teacher, kg, step, distill, seed, max_time_s))
+                note = f"sparsity {sparsity:.0%}: zeros are stored densely, no bytes or time saved at export"
+            elif step.kind == "qat":
+                result.bits = int(s["bits"])
+                student = finish_qat(_fine_tune(enable_qat(student, result.bits), teacher, kg, step, distill, seed, max_time_s))
+        assert student is not None
+        metrics = _test_metrics(student, kg)
+        bits = result.bits if result.bits is not None else (None if recipe.export_bits == 32 else recipe.export_bits)
+        size = table_bytes(student, bits)
+        report = StepReport(
+            step=f"{number}:{step.kind}", model=student.config.model, dim=student.config.dim,
+            parameters=sum(p.numel() for p in student.parameters()), bytes=size,
+            compression=teacher_bytes / size, mrr=metrics["mrr"], hits_at_10=metrics["hits_at_10"],
+            teacher_share=metrics["mrr"] / max(teacher_metrics["mrr"], 1e-12),
+            seconds=time.perf_counter() - started, note=note,
+        )
+        log.info("%s", report)
+        result.steps.append(report)
+        if on_step is not None:
+            on_step(report)
+    assert student is not None
+    result.model = student.eval()
+    return result

@@ -1,0 +1,53 @@
+"""Quantization-aware training: fake-quantized tables with a straight-through estimator.
+
+The forward pass sees exactly ``kgedge.quantization``'s per-row symmetric scheme (the exporter's);
+the backward pass treats rounding as identity. Implemented as a torch parametrization of the entity
+and relation tables, so every model (and its ``score_all_tails``) trains on quantized tables unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from kgedge.models import KGModel
+from kgedge.quantization import qmax
+
+
+def fake_quantize_rows(table: Tensor, bits: int) -> Tensor:
+    """Per-row symmetric fake quantization with a straight-through gradient; shape unchanged.
+
+    Matches ``kgedge.quantization.quantize_rows`` + ``dequantize_rows`` (round half to even in both).
+    """
+    limit = qmax(bits)
+    peak = table.detach().abs().amax(dim=1, keepdim=True)
+    scale = torch.where(peak > 0, peak / limit, torch.ones_like(peak))
+    quantized = torch.clamp(torch.round(table / scale), -limit, limit) * scale
+    return table + (quantized - table).detach()
+
+
+class FakeQuantize(nn.Module):
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        qmax(bits)  # validates
+        self.bits = bits
+
+    def forward(self, table: Tensor) -> Tensor:
+        return fake_quantize_rows(table, self.bits)
+
+
+def enable_qat(model: KGModel, bits: int) -> KGModel:
+    """Fake-quantize ``model``'s entity and relation tables from now on (in place)."""
+    for module in (model.entity, model.relation):
+        if not parametrize.is_parametrized(module, "weight"):
+            parametrize.register_parametrization(module, "weight", FakeQuantize(bits))
+    return model
+
+
+def finish_qat(model: KGModel) -> KGModel:
+    """Bake the quantized values into plain tables (what gets saved and exported), in place."""
+    for module in (model.entity, model.relation):
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model

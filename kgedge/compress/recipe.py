@@ -1,0 +1,90 @@
+"""Compression recipes: TOML files that chain steps (distill -> prune dims -> QAT ...).
+
+A recipe is data: ``[[steps]]`` tables with a ``kind`` and that kind's settings. Unknown kinds or
+settings are refused with the step number, the name and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STEP_SETTINGS: dict[str, dict[str, object]] = {
+    # kind -> allowed settings and their defaults
+    "distill": {"student": "auto", "dim": 24, "epochs": 200, "alpha": 1.0, "temperature": 2.0,
+                "init": "teacher", "candidates": "auto", "hint_weight": 0.0, "adaptive": False, "lr": None},
+    "prune_dims": {"keep": 16, "epochs": 50, "lr": None},
+    "prune_magnitude": {"sparsity": 0.5, "threshold": None, "epochs": 20, "lr": None},
+    "qat": {"bits": 8, "epochs": 30, "lr": None},
+}
+
+
+class RecipeError(ValueError):
+    """A recipe file is malformed; the message names the step, the setting and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    settings: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: tuple[Step, ...]
+    description: str = ""
+    export_bits: int = 8  # bytes are reported as the exporter will store the tables
+    source: str = field(default="<dict>", compare=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object], source: str = "<dict>") -> Recipe:
+        allowed_top = {"name", "description", "export_bits", "steps"}
+        unknown = sorted(set(raw) - allowed_top)
+        if unknown:
+            raise RecipeError(f"{source}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed_top))}")
+        steps_raw = raw.get("steps")
+        if not isinstance(steps_raw, list) or not steps_raw:
+            raise RecipeError(f"{source}: a recipe needs at least one [[steps]] table")
+        steps = []
+        for number, step in enumerate(steps_raw, start=1):
+            kind = step.get("kind") if isinstance(step, dict) else None
+            if kind not in STEP_SETTINGS:
+                raise RecipeError(f"{source}: step {number} kind={kind!r}; allowed: {', '.join(STEP_SETTINGS)}")
+            defaults = STEP_SETTINGS[kind]
+            extra = sorted(set(step) - set(defaults) - {"kind"})
+            if extra:
+                raise RecipeError(
+                    f"{source}: step {number} ({kind}) unknown setting(s) {', '.join(extra)}; allowed: {', '.join(defaults)}"
+                )
+            steps.append(Step(kind, {**defaults, **{k: v for k, v in step.items() if k != "kind"}}))
+        bits = raw.get("export_bits", 8)
+        if bits not in (4, 7, 8, 32):
+            raise RecipeError(f"{source}: export_bits={bits!r}; allowed: 4, 7, 8, 32")
+        return cls(name=str(raw.get("name", Path(source).stem)), steps=tuple(steps),
+                   description=str(raw.get("description", "")), export_bits=int(bits), source=source)
+
+
+def recipe_dir() -> Path:
+    return Path(__file__).parent / "recipes"
+
+
+def available_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(recipe_dir().glob("*.toml"))}
+
+
+def load_recipe(spec: str | Path | None) -> Recipe:
+    """A shipped recipe by name (default: ``default``) or a TOML file."""
+    spec = spec or "default"
+    path = Path(spec)
+    if not path.is_file():
+        recipes = available_recipes()
+        if str(spec) not in recipes:
+            raise RecipeError(f"unknown recipe {str(spec)!r}; shipped: {', '.join(recipes)}, or pass a .toml file")
+        path = recipes[str(spec)]
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise RecipeError(f"{path}: cannot read recipe ({err})") from None
+    return Recipe.from_dict(raw, source=str(path))
