@@ -7,11 +7,16 @@ leaves a half-written file where a good one is expected. Standard library only.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _sibling(target: Path) -> Path:
+    """An unused hidden name beside ``target``: ``.NAME.<random>.tmp``."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
 
 
 @contextmanager
@@ -22,8 +27,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = _sibling(target)
+    # not mkstemp: its 0o600 would survive the rename; 0o666 minus the umask is what open() gives
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
@@ -45,7 +51,8 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} exists and is not empty; choose another --out or pass --overwrite")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = _sibling(target)
+    tmp.mkdir()  # not mkdtemp: its 0o700 would survive the rename; mkdir gives 0o777 minus the umask
     try:
         yield tmp
         if target.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def save_checkpoint(path: Path, model: KGModel, vocab: Vocabulary, metadata: dic
     }
     header["sha256"] = _digest(tensors, header)  # safetensors has no checksum: catch bit rot and truncation
     with atomic_path(Path(path)) as tmp:
+        mode = tmp.stat().st_mode & 0o777  # a plain file's mode (umask applied)
         save_file(tensors, str(tmp), metadata=header)
+        os.chmod(tmp, mode)  # safetensors recreates the file as 0o600
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

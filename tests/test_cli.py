@@ -1,0 +1,206 @@
+"""Tests for the ``kgedge`` command line (kgedge.cli): help everywhere, data, train, evaluate, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import kgedge
+from kgedge.cli import app
+from kgedge.data.kg import load_kg
+from kgedge.models import MODELS
+
+runner = CliRunner()
+
+
+def _command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every registered command and sub-command, as the words that call it (groups have ``commands``)."""
+    yield prefix
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from _command_paths(sub, (*prefix, name))
+
+
+COMMANDS = list(_command_paths(typer.main.get_command(app)))
+
+
+def _invoke(*args: str) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _error_line(result: Any) -> str:
+    """The user-facing error: exit code 2 and one ``error:`` line on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_version() -> None:
+    result = _invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"kgedge {kgedge.__version__}"
+
+
+def test_the_expected_commands_are_registered() -> None:
+    assert {("train",), ("evaluate",), ("export",), ("profiles",), ("data", "generate"), ("data", "stats")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "kgedge")
+def test_help_of_every_command(path: tuple[str, ...]) -> None:
+    result = _invoke(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.stdout
+
+
+def test_data_generate_writes_files_and_refuses_a_non_empty_out(tmp_path: Path) -> None:
+    out = tmp_path / "shop"
+    result = _invoke("data", "generate", "--out", out, "--entities", 300, "--seed", 4)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} >= {"train.txt", "valid.txt", "test.txt", "entity_types.tsv"}
+    kg = load_kg(out)
+    assert kg.num_entities <= 300 and f"wrote {len(kg.train)} train" in result.stdout
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    again = _invoke("data", "generate", "--out", out, "--entities", 300, "--seed", 5)
+    assert str(out) in _error_line(again) and "not empty" in again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _invoke("data", "generate", "--out", out, "--entities", 300, "--seed", 5, "--overwrite").exit_code == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} != before
+
+
+def test_data_generate_rejects_a_bad_config(tmp_path: Path) -> None:
+    assert "num_entities=10" in _error_line(_invoke("data", "generate", "--out", tmp_path / "x", "--entities", 10))
+
+
+def test_data_stats_json(permutation_kg_dir: Path) -> None:
+    result = _invoke("data", "stats", "--data", permutation_kg_dir, "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert set(stats) == {"name", "entities", "relations", "train", "valid", "test", "types", "train_per_relation", "dropped"}
+    assert stats == json.loads(json.dumps(load_kg(permutation_kg_dir).stats()))
+
+
+def test_data_stats_table(permutation_kg_dir: Path) -> None:
+    result = _invoke("data", "stats", "--data", permutation_kg_dir)
+    assert result.exit_code == 0, result.output
+    assert "perm" in result.stdout and "r0" in result.stdout
+
+
+def test_train_then_evaluate(permutation_kg_dir: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "runs" / "perm.ckpt"
+    trained = _invoke("train", "--data", permutation_kg_dir, "--model", "DistMult", "--epochs", 2, "--dim", 8,
+                      "--out", ckpt, "--device", "cpu", "--json")
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout)
+    assert summary["model"] == "distmult" and summary["dim"] == 8 and summary["epochs"] == 2
+    assert ckpt.is_file()
+
+    result = _invoke("evaluate", ckpt, "--data", permutation_kg_dir, "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert {"mrr", "hits_at_1", "hits_at_3", "hits_at_10"} <= set(metrics)
+    assert metrics["kind"] == "checkpoint" and metrics["split"] == "test"
+
+    from kgedge.evaluate import evaluate_link_prediction
+    from kgedge.train.checkpoint import load_checkpoint
+    from kgedge.train.scorer import model_scorer
+
+    expected = evaluate_link_prediction(model_scorer(load_checkpoint(ckpt).model), load_kg(permutation_kg_dir), "test")
+    for key in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "num_queries"):
+        assert metrics[key] == pytest.approx(expected[key])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "stats"])
+def test_bad_data_is_a_one_line_error(tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "no-such-kg"
+    args = {
+        "train": ["train", "--data", missing, "--model", "transe", "--out", tmp_path / "m.ckpt"],
+        "evaluate": ["evaluate", tmp_path / "m.ckpt", "--data", missing],
+        "stats": ["data", "stats", "--data", missing],
+    }[command]
+    line = _error_line(_invoke(*args))
+    assert str(missing) in line and "neither a directory nor a built-in dataset" in line
+
+
+def test_malformed_data_error_names_file_and_line(permutation_kg_dir: Path) -> None:
+    (permutation_kg_dir / "valid.txt").write_text("x000\tr0\ty000\nx001 r0 y001\n", encoding="utf-8")
+    line = _error_line(_invoke("data", "stats", "--data", permutation_kg_dir))
+    assert f"{permutation_kg_dir / 'valid.txt'}:2:" in line
+
+
+def test_unknown_model_lists_the_valid_models(permutation_kg_dir: Path, tmp_path: Path) -> None:
+    line = _error_line(_invoke("train", "--data", permutation_kg_dir, "--model", "transh", "--out", tmp_path / "m.ckpt"))
+    assert "unknown model 'transh'" in line
+    for name in MODELS:
+        assert name in line
+    assert not (tmp_path / "m.ckpt").exists()
+
+
+def test_bad_train_option_is_a_one_line_error(permutation_kg_dir: Path, tmp_path: Path) -> None:
+    line = _error_line(_invoke("train", "--data", permutation_kg_dir, "--model", "transe", "--loss", "hinge",
+                               "--out", tmp_path / "m.ckpt"))
+    assert "TrainConfig.loss='hinge'" in line and "1n_ce" in line
+
+
+def test_evaluate_a_missing_checkpoint(permutation_kg_dir: Path, tmp_path: Path) -> None:
+    line = _error_line(_invoke("evaluate", tmp_path / "absent.ckpt", "--data", permutation_kg_dir))
+    assert "checkpoint not found" in line
+
+
+# --- without torch: what an edge install sees --------------------------------------------------
+
+_BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys
+
+    class BlockTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+            return None
+
+    sys.meta_path.insert(0, BlockTorch())
+    sys.argv = ["kgedge", *sys.argv[1:]]
+    from kgedge.cli import main
+    try:
+        main()
+    finally:
+        assert "torch" not in sys.modules, "torch was imported"
+    """
+)
+
+
+def _run_without_torch(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK_TORCH, *map(str, args)], capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("args", [("--help",), ("data", "--help"), ("train", "--help")])
+def test_help_works_without_torch(args: tuple[str, ...]) -> None:
+    result = _run_without_torch(*args)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_data_stats_works_without_torch(permutation_kg_dir: Path) -> None:
+    result = _run_without_torch("data", "stats", "--data", permutation_kg_dir, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["entities"] == load_kg(permutation_kg_dir).num_entities
+
+
+def test_train_without_torch_says_what_to_install(permutation_kg_dir: Path, tmp_path: Path) -> None:
+    result = _run_without_torch("train", "--data", permutation_kg_dir, "--model", "transe", "--out", tmp_path / "m")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: `kgedge train` needs the training extra")
