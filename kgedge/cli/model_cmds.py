@@ -35,7 +35,7 @@ def train(
 
     from kgedge.data.sources import load_data
     from kgedge.models import ModelConfig, resolve
-    from kgedge.train.config import default_train_config
+    from kgedge.train.config import default_model_options, default_train_config
     from kgedge.train.trainer import train_model
 
     with user_errors():
@@ -46,7 +46,8 @@ def train(
             regularizer=regularizer, reg_weight=reg_weight, max_time_s=max_time, seed=seed,
         )
         model_config = ModelConfig(
-            model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim
+            model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim,
+            **default_model_options(model.lower()),
         )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

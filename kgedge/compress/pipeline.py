@@ -20,7 +20,7 @@ from kgedge.compress.size import table_bytes
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
-from kgedge.train.config import default_train_config
+from kgedge.train.config import default_model_options, default_train_config
 from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import train_model
 
@@ -97,8 +97,9 @@ def run_recipe(
                                     candidates=str(s["candidates"]), hint_weight=float(s["hint_weight"]),
                                     adaptive=bool(s["adaptive"]))
             torch.manual_seed(seed)
-            config = ModelConfig(model=student_family(teacher, str(s["student"])), num_entities=kg.num_entities,
-                                 num_relations=teacher.config.num_relations, dim=int(s["dim"]))
+            family = student_family(teacher, str(s["student"]))
+            config = ModelConfig(model=family, num_entities=kg.num_entities, num_relations=teacher.config.num_relations,
+                                 dim=int(s["dim"]), **default_model_options(family))
             student = build(config)
             if s["init"] == "teacher":
                 init_student_from_teacher(student, teacher)

@@ -32,7 +32,9 @@ class TrainConfig:
         regularizer, reg_weight: N3 or L2 on the embeddings a batch touches.
         num_negatives, adversarial_temperature, margin: for ``nssa``.
         type_constrained: ``nssa`` draws negative tails of the true tail's type.
-        eval_every: validate every this many epochs (early stopping on filtered validation MRR).
+        eval_every: validate every this many epochs (early stopping on filtered validation MRR)...
+        eval_interval_s: ...or after an epoch that ends this many seconds after the last validation,
+            so that large KGs (minutes per epoch) are validated every epoch.
         patience: stop after this many validations without improvement.
         max_valid_triples: validate on at most this many valid triples (speed on big KGs).
         max_time_s: wall-clock budget for training in seconds (0 = none); the best model is kept.
@@ -52,6 +54,7 @@ class TrainConfig:
     margin: float = 9.0
     type_constrained: bool = False
     eval_every: int = 5
+    eval_interval_s: float = 60.0
     patience: int = 3
     max_valid_triples: int = 5000
     max_time_s: float = 0.0
@@ -67,6 +70,7 @@ class TrainConfig:
             "num_negatives": self.num_negatives >= 1,
             "adversarial_temperature": self.adversarial_temperature >= 0,
             "eval_every": self.eval_every >= 1,
+            "eval_interval_s": self.eval_interval_s >= 0,
             "patience": self.patience >= 1,
             "max_valid_triples": self.max_valid_triples >= 1,
             "max_time_s": self.max_time_s >= 0,
@@ -91,9 +95,22 @@ class TrainConfig:
 MODEL_DEFAULTS: dict[str, dict[str, object]] = {
     "distmult": {},
     "complex": {},
-    "transe": {"regularizer": "l2", "reg_weight": 0.0, "lr": 0.1},
-    "rotate": {"regularizer": "l2", "reg_weight": 0.0, "lr": 0.1},
+    # distance models: no N3 (it fights the distances), label smoothing for sharper softmax targets
+    "transe": {"regularizer": "none", "label_smoothing": 0.2},
+    "rotate": {"regularizer": "none", "label_smoothing": 0.2},
 }
+
+# ModelConfig defaults per model: distance models start from larger vectors so that the softmax over
+# negative distances is not flat at the start
+MODEL_INIT: dict[str, dict[str, object]] = {
+    "transe": {"init_scale": 0.1},
+    "rotate": {"init_scale": 0.1},
+}
+
+
+def default_model_options(model: str) -> dict[str, object]:
+    """Keyword arguments for ``ModelConfig`` that ``model`` prefers (e.g. its init scale)."""
+    return dict(MODEL_INIT.get(model, {}))
 
 
 def default_train_config(model: str, **overrides: object) -> TrainConfig:
