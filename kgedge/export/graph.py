@@ -65,6 +65,37 @@ def stored_tables(spec: GraphSpec, profile: ExportProfile) -> tuple[np.ndarray, 
             dequantize_rows(*quantize_rows(spec.relation_table, profile.table_bits)))
 
 
+def pack_int4(codes_t: np.ndarray) -> np.ndarray:
+    """Pack 4-bit codes (-7..7) of a ``[W, N]`` table two per byte: ``[ceil(W/2), N]`` uint8.
+
+    Byte ``i`` holds row ``i`` (high nibble) and row ``i + ceil(W/2)`` (low nibble), each offset by 8.
+    """
+    width = codes_t.shape[0]
+    half = (width + 1) // 2
+    padded = np.zeros((2 * half, codes_t.shape[1]), dtype=np.int16)
+    padded[:width] = codes_t
+    return ((padded[:half] + 8) * 16 + (padded[half:] + 8)).astype(np.uint8)
+
+
+def _unpacked_int4(g: GraphBuilder, codes_t: np.ndarray) -> str:
+    """The int8 ``[W, N]`` table from its packed initializer.
+
+    Every input of these nodes is an initializer, so onnxruntime folds them into a constant when the
+    session is created: the file carries half a byte per value, the session holds one int8 copy, and
+    no query pays for unpacking.
+    """
+    width = codes_t.shape[0]
+    packed = g.op("Cast", g.const(pack_int4(codes_t), "entity_codes_int4_t"), to=onnx.TensorProto.INT32)
+    sixteen, eight = g.const(np.int32(16)), g.const(np.int32(8))
+    high = g.op("Sub", g.op("Div", packed, sixteen), eight)
+    low = g.op("Sub", g.op("Mod", packed, sixteen), eight)
+    both = g.op("Concat", high, low, axis=0)
+    if codes_t.shape[0] % 2:
+        both = g.op("Slice", both, g.const(np.array([0], np.int64)), g.const(np.array([width], np.int64)),
+                    g.const(np.array([0], np.int64)))
+    return g.op("Cast", both, to=onnx.TensorProto.INT8)
+
+
 def _gather_rows(g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str, relation: str):  # noqa: ANN202
     """Returns (head rows [B, W] float, relation rows [B, Wr] float, table node info)."""
     if not profile.quantized:
@@ -74,11 +105,13 @@ def _gather_rows(g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head:
         return h, g.op("Gather", relations, relation, axis=0), (table_t, None)
     codes, scales = quantize_rows(spec.entity_table, profile.table_bits)
     r_codes, r_scales = quantize_rows(spec.relation_table, profile.table_bits)
-    if profile.weight_type == "uint8":
+    if profile.table_bits == 4:
+        table_t = _unpacked_int4(g, codes.T)
+    elif profile.weight_type == "uint8":
         stored = (codes.T.astype(np.int16) + TABLE_ZERO_POINT).astype(np.uint8)
+        table_t = g.const(np.ascontiguousarray(stored), "entity_codes_t")
     else:
-        stored = codes.T
-    table_t = g.const(np.ascontiguousarray(stored), "entity_codes_t")
+        table_t = g.const(np.ascontiguousarray(codes.T), "entity_codes_t")
     e_scale = g.const(scales, "entity_scales")
     h_codes = g.op("Cast", g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0]), to=FLOAT)
     if profile.weight_type == "uint8":
