@@ -84,12 +84,11 @@ def score_hint(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 class DistillationLoss:
-    """The trainer's loss hook: ``α · L_soft`` (+ hint), the hard loss being the trainer's own.
+    """The trainer's loss hook: ``α · L_soft`` (+ hint); the hard loss is the trainer's own.
 
-    With ``adaptive``, the per-query soft weights are ``2·p / (p + mean p)`` where p is the teacher's
-    probability of the true tail, and the hard loss is scaled by the complement through
-    ``hard_scale`` (applied by the caller through the trainer's loss) — kept simple: the soft term
-    alone is reweighted here, the hard term stays as the trainer computes it.
+    With ``adaptive``, each query's soft term is weighted by ``2·p / (p + mean p)``, where p is the
+    teacher's probability of the true tail: confident, correct teachers count more, queries the
+    teacher gets wrong fall back on the hard label.
     """
 
     def __init__(self, teacher: KGModel, config: DistillConfig, num_entities: int, generator: torch.Generator) -> None:

@@ -1,0 +1,116 @@
+"""Compression quality (issue: compression): bytes vs filtered test MRR of students, measured on the
+exported bundle, against a ComplEx-256 fp32 teacher and against the same student trained directly.
+
+    python benchmarks/compression.py                       # umls, nations, demo
+    python benchmarks/compression.py --data umls --techniques   # + every technique alone and combined
+    python benchmarks/compression.py --data wordnet-rr --budget 600
+
+Bytes are the entity and relation tables as the exporter stores them (codes + float32 scales); the
+teacher's are its fp32 tables. Writes benchmarks/results/compression.{json,md} (or compression_<data>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine, markdown_table, write_results
+
+from kgedge.compress.pipeline import run_recipe
+from kgedge.compress.recipe import Recipe, load_recipe
+from kgedge.compress.size import table_bytes
+from kgedge.data.sources import load_data
+from kgedge.evaluate import evaluate_link_prediction
+from kgedge.export import export_bundle
+from kgedge.models import ModelConfig
+from kgedge.runtime import EdgeModel
+from kgedge.train.checkpoint import Checkpoint, Vocabulary, load_checkpoint, save_checkpoint
+from kgedge.train.config import default_train_config
+from kgedge.train.scorer import model_scorer
+from kgedge.train.trainer import train_model
+
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
+
+
+def teacher_for(data: str, dim: int, budget: float):  # noqa: ANN201
+    kg = load_data(data)
+    path = CACHE / f"teacher-{data}-complex{dim}.ckpt"
+    if not path.is_file():
+        config = ModelConfig(model="complex", num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim)
+        overrides = {"batch_size": 1000} if kg.num_entities > 10_000 else {}
+        train_model(kg, config, default_train_config("complex", max_time_s=budget, **overrides), out=path)
+    return kg, load_checkpoint(path)
+
+
+def exported_mrr(model, kg, profile: str) -> tuple[float, int]:  # noqa: ANN001
+    """Filtered test MRR of the model as the device answers it, and the exported table bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Checkpoint(model=model, vocab=Vocabulary.of(kg))
+        result = export_bundle(ckpt, profile, Path(tmp) / "bundle", kg=kg)
+        edge = EdgeModel.load(Path(tmp) / "bundle")
+        mrr = evaluate_link_prediction(edge.score_all, kg, "test")["mrr"]
+        return mrr, int(result.manifest["sizes"]["table_bytes"])
+
+
+def recipe(name: str, steps: list[dict[str, object]], bits: int = 8) -> Recipe:
+    return Recipe.from_dict({"name": name, "export_bits": bits, "steps": steps})
+
+
+def measure(label: str, teacher, kg, rec: Recipe, profile: str, teacher_mrr: float, teacher_bytes: int,  # noqa: ANN001
+            budget: float) -> dict[str, object]:
+    started = time.perf_counter()
+    result = run_recipe(teacher.model, kg, rec, max_time_s=budget)
+    seconds = time.perf_counter() - started
+    mrr, size = exported_mrr(result.model, kg, profile)
+    row = {"data": kg.name, "variant": label, "student": f"{result.model.config.model}-{result.model.config.dim}",
+           "profile": profile, "bytes": size, "x_smaller": round(teacher_bytes / size, 1),
+           "mrr_torch": result.steps[-1].mrr, "mrr_exported": mrr, "pct_teacher": 100 * mrr / teacher_mrr,
+           "compress_s": round(seconds, 1)}
+    print(row, flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", nargs="+", default=["umls", "nations", "demo"])
+    parser.add_argument("--teacher-dim", type=int, default=256)
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds per training stage at most")
+    parser.add_argument("--techniques", action="store_true", help="every technique alone and combined")
+    args = parser.parse_args()
+    rows: list[dict[str, object]] = []
+    for data in args.data:
+        kg, teacher = teacher_for(data, args.teacher_dim, max(args.budget, 1800.0 if data == "wordnet-rr" else 0))
+        teacher_mrr = evaluate_link_prediction(model_scorer(teacher.model), kg, "test")["mrr"]
+        teacher_bytes = table_bytes(teacher.model, None)
+        rows.append({"data": data, "variant": "teacher fp32", "student": f"complex-{args.teacher_dim}", "profile": "-",
+                     "bytes": teacher_bytes, "x_smaller": 1.0, "mrr_torch": teacher_mrr, "mrr_exported": teacher_mrr,
+                     "pct_teacher": 100.0, "compress_s": 0.0})
+        default = load_recipe("default")
+        direct = recipe("direct", [{**default.steps[0].settings, "kind": "distill", "alpha": 0.0, "init": "random"},
+                                   {**default.steps[1].settings, "kind": "qat"}])
+        plans = [("default recipe (distil 24 + QAT8)", default, "x86-avx2"),
+                 ("same student trained directly (no teacher)", direct, "x86-avx2"),
+                 ("tiny-int4 (distil 28 + QAT4)", load_recipe("tiny-int4"), "int4")]
+        if args.techniques:
+            d24 = {"kind": "distill", "dim": 24}
+            plans += [
+                ("distil 24 only (fp32 export)", recipe("d", [d24], 32), "portable"),
+                ("QAT int8 of the teacher only", recipe("q", [{"kind": "qat", "bits": 8}]), "x86-avx2"),
+                ("prune dims 256->24 + fine-tune (distilled)", recipe("p", [{"kind": "prune_dims", "keep": 24}], 32), "portable"),
+                ("magnitude prune 50% (sparsity only)", recipe("m", [{"kind": "prune_magnitude", "sparsity": 0.5}], 32), "portable"),
+                ("distil 32 -> prune 24 -> QAT8", load_recipe("distill-prune-qat"), "x86-avx2"),
+                ("distil 16 + QAT8 (64x)", recipe("d16", [{"kind": "distill", "dim": 16}, {"kind": "qat", "bits": 8}]), "x86-avx2"),
+            ]
+        for label, rec, profile in plans:
+            rows.append(measure(label, teacher, kg, rec, profile, teacher_mrr, teacher_bytes, args.budget))
+    name = "compression" if args.data == ["umls", "nations", "demo"] else "compression_" + "_".join(args.data)
+    md = ("# Compression: students measured on the exported bundle\n\n" + markdown_table(rows)
+          + "\n\n`pct_teacher` = exported student's filtered test MRR / the fp32 teacher's (torch).\n\nMachine: "
+          + str(machine()))
+    write_results(name, {"machine": machine(), "rows": rows}, md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Export fidelity (issue: export): bundle bytes fp32 vs int8, test MRR of torch vs ONNX fp32 vs ONNX
+int8, top-10 overlap of int8 with fp32, for every KG-embedding model.
+
+    python benchmarks/export_quality.py                          # UMLS, dim 256, defaults
+    python benchmarks/export_quality.py --data wordnet-rr --dim 128 --budget 240
+
+The figures are the validation that every `kgedge export` runs (stored in the bundle manifest), read
+back from the bundles. Writes benchmarks/results/export_quality_<data>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from common import machine, markdown_table, write_results
+
+from kgedge.data.sources import load_data
+from kgedge.export import export_bundle
+from kgedge.export.profile import available_profiles, cpu_supports, load_profile
+from kgedge.models import ModelConfig
+from kgedge.train.checkpoint import Checkpoint, Vocabulary
+from kgedge.train.config import default_model_options, default_train_config
+from kgedge.train.trainer import train_model
+
+MODELS = ("transe", "distmult", "complex", "rotate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="umls")
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--budget", type=float, default=0.0, help="training seconds per model (0 = early stopping)")
+    args = parser.parse_args()
+    kg = load_data(args.data)
+    profiles = [name for name, path in available_profiles().items() if name not in ("portable", "int4")]
+    rows = []
+    for model in MODELS:
+        config = ModelConfig(model=model, num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
+                             dim=args.dim, **default_model_options(model))
+        overrides = {"batch_size": 1000} if kg.num_entities > 10_000 else {}
+        trained = train_model(kg, config, default_train_config(model, max_time_s=args.budget, **overrides))
+        checkpoint = Checkpoint(model=trained.model, vocab=Vocabulary.of(kg))
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_bundle(checkpoint, "portable", Path(tmp) / "fp32", kg=kg)
+            for profile in profiles:
+                int8 = export_bundle(checkpoint, profile, Path(tmp) / profile, kg=kg)
+                v = int8.manifest["validation"]
+                row = {
+                    "model": model, "profile": profile,
+                    "native": cpu_supports(load_profile(available_profiles()[profile])),
+                    "bytes_fp32": fp32.manifest["sizes"]["bundle_bytes"], "bytes_int8": int8.manifest["sizes"]["bundle_bytes"],
+                    "ratio": int8.manifest["sizes"]["bundle_bytes"] / fp32.manifest["sizes"]["bundle_bytes"],
+                    "table_ratio": int8.manifest["sizes"]["table_bytes"] / fp32.manifest["sizes"]["table_bytes"],
+                    "mrr_torch": v["mrr_torch"], "mrr_onnx_fp32": v["mrr_fp32"], "mrr_onnx_int8": v["mrr_export"],
+                    "mrr_drop_pct": 100 * v["mrr_drop"], "top10_overlap": v["topk_overlap"],
+                }
+                print(row, flush=True)
+                rows.append(row)
+    md = (f"# Export fidelity on {args.data} (dim {args.dim})\n\n" + markdown_table(rows)
+          + "\n\n`native`: this CPU runs the profile's kernel; otherwise the int8 figures come from the exact "
+          "integer emulation that export validation uses for foreign targets.\n\nMachine: " + str(machine()))
+    write_results(f"export_quality_{args.data}", {"machine": machine(), "dim": args.dim, "rows": rows}, md)
+
+
+if __name__ == "__main__":
+    main()
