@@ -14,6 +14,11 @@ Top-k happens inside the graph, so the device never handles a full score row. La
    * ``dequantize``: int8 storage, the table dequantized on every query (kept for measuring only).
    Distance models (TransE, RotatE) rank by ``2 q·t - |t|²`` (the squared distance up to ``|q|²``),
    with ``|t|²`` precomputed from the stored table, and report ``-sqrt(|q|² - that)`` for the top k.
+   Why hand-written rather than onnxruntime's ``quantize_dynamic``: it turns a Gather table into one
+   per-tensor asymmetric uint8 table whatever ``per_channel`` says, which loses the per-row scales
+   that QAT trains for, and it cannot share one table between the row Gather and the all-entity
+   product. The exported graph has no other float layers (graph encoders are materialised into the
+   entity table first), so there is nothing left for those tools to quantize.
 4. Candidates whose type is not allowed, and the ``exclude`` ids (padded with -1), get ``-inf``;
    TopK(k). Exact top-k: never fewer than k when enough candidates exist, never an excluded one.
 """
