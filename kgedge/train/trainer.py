@@ -141,7 +141,8 @@ def train_model(
             log.info("resumed from %s at epoch %d", resume_path(out), start_epoch)
 
     steps = (len(queries) + config.batch_size - 1) // config.batch_size
-    started = last_eval = time.perf_counter()
+    started = time.perf_counter()
+    last_eval = start_epoch - 1
     stop_reason, epoch = "epochs", start_epoch - 1
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
@@ -166,9 +167,9 @@ def train_model(
                 stop_reason = "time budget"
                 break
         last_epoch = epoch == config.epochs or stop_reason == "time budget"
-        overdue = config.eval_interval_s and time.perf_counter() - last_eval > config.eval_interval_s
+        overdue = (epoch - last_eval) * len(queries) >= config.eval_every_queries
         if epoch % config.eval_every == 0 or last_epoch or overdue:
-            last_eval = time.perf_counter()
+            last_eval = epoch
             metrics = evaluate_link_prediction(
                 model_scorer(model), kg, "valid", max_triples=config.max_valid_triples
             )
