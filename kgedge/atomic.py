@@ -40,6 +40,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without renameat2
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 @contextmanager
 def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it replaces ``target``.
@@ -55,13 +67,14 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.mkdir()  # not mkdtemp: its 0o700 would survive the rename; mkdir gives 0o777 minus the umask
     try:
         yield tmp
-        if target.exists():
+        if not target.exists():
+            os.replace(tmp, target)
+        elif not _exchange(tmp, target):  # swapped in one step: ``tmp`` holds the old one, removed below
+            # two renames: a process killed between them leaves ``target`` missing (the old one at ``old``)
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

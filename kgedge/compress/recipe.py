@@ -50,7 +50,7 @@ class Recipe:
         steps = []
         for number, step in enumerate(steps_raw, start=1):
             kind = step.get("kind") if isinstance(step, dict) else None
-            if kind not in STEP_SETTINGS:
+            if not isinstance(kind, str) or kind not in STEP_SETTINGS:  # a list kind is unhashable
                 raise RecipeError(f"{source}: step {number} kind={kind!r}; allowed: {', '.join(STEP_SETTINGS)}")
             defaults = STEP_SETTINGS[kind]
             extra = sorted(set(step) - set(defaults) - {"kind"})
@@ -85,6 +85,6 @@ def load_recipe(spec: str | Path | None) -> Recipe:
         path = recipes[str(spec)]
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad UTF-8/TOML, an int of > 4300 digits
         raise RecipeError(f"{path}: cannot read recipe ({err})") from None
     return Recipe.from_dict(raw, source=str(path))

@@ -2,7 +2,8 @@
 
 Bundle files: ``model.onnx``, ``entities.txt``, ``relations.txt``, ``entity_types.npy``, the seen-items
 index ``known_{keys,offsets,tails}.npy`` and ``manifest.json`` (format version, kgedge version,
-profile, model config, sizes, sha256 of every file, validation figures). No pickles anywhere.
+profile, model config, sizes, sha256 of every file, validation figures, and the sha256 of its own
+content). No pickles anywhere.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 FORMAT = "kgedge-bundle"
 FORMAT_VERSION = 1
 PROBE_QUERIES = 256
+MANIFEST_DIGEST = "manifest_sha256"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,16 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def manifest_digest(manifest: dict[str, object]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces) without its own digest.
+
+    The runtime checks it (``kgedge.runtime.bundle.manifest_digest``, the same function: export may
+    not import the runtime), so that a flipped byte in ``manifest.json`` is caught like one in any file.
+    """
+    body = {key: value for key, value in manifest.items() if key != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _write_vocab(directory: Path, checkpoint: Checkpoint, kg: KnowledgeGraph | None) -> None:
@@ -150,6 +162,7 @@ def export_bundle(
             "seen_index": "train" if kg is not None else "empty",
             "validation": {**report.to_dict(), "validated_on": "this CPU" if native else "integer emulation"},
         }
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     archive_path = None
     if archive:

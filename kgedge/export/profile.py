@@ -159,7 +159,7 @@ def available_profiles() -> dict[str, Path]:
 def load_profile(path: Path) -> ExportProfile:
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad UTF-8/TOML, an int of > 4300 digits
         raise ProfileError(f"{path}: cannot read profile ({err})") from None
     return ExportProfile.from_dict(raw, source=str(path))
 

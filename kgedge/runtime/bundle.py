@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 FORMAT: Final = "kgedge-bundle"
 FORMAT_VERSION: Final = 1
 MANIFEST: Final = "manifest.json"
+#: sha256 of the manifest's own content (see :func:`manifest_digest`); checked when present.
+MANIFEST_DIGEST: Final = "manifest_sha256"
 #: Seen items added on the device; beside the model, never in the manifest (it changes after export).
 OVERLAY: Final = "seen_overlay.tsv"
 REQUIRED_FILES: Final = ("model.onnx", "entities.txt", "relations.txt", "entity_types.npy",
@@ -138,14 +140,15 @@ def read_manifest(root: Path) -> dict[str, Any]:
     """Parse and check ``root/manifest.json`` (format, version, required keys, counts, file names).
 
     Raises:
-        BundleError: missing, a symlink, not JSON, another format or version, or a bad field.
+        BundleError: missing, a symlink, not JSON, another format or version, content that does not
+            match its ``manifest_sha256``, or a bad field (``sizes.bundle_bytes`` included).
     """
     where = root / MANIFEST
     if where.is_symlink() or not where.is_file():
         raise BundleError(f"{where}: missing (or not a plain file); is {root} a bundle made by `kgedge export`?")
     try:
         manifest = json.loads(where.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, an int of > 4300 digits, deep nesting
         raise BundleError(f"{where}: not valid UTF-8 JSON ({err}); {_REEXPORT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{where}: 'format' is not {FORMAT!r}; this is not a kgedge bundle")
@@ -155,9 +158,20 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"{where}: format_version {version!r} is not supported by this runtime (it reads version "
             f"{FORMAT_VERSION}); upgrade kgedge on the device or export with a matching kgedge"
         )
+    if MANIFEST_DIGEST in manifest:  # absent in bundles written before it existed
+        try:
+            intact = manifest[MANIFEST_DIGEST] == manifest_digest(manifest)
+        except RecursionError:  # nesting that json.loads just managed to read
+            intact = False
+        if not intact:
+            raise BundleError(f"{where}: {MANIFEST_DIGEST} does not match the manifest's content; the manifest "
+                              f"is corrupted or was edited: copy the bundle again or {_REEXPORT}")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise BundleError(f"{where}: missing keys {missing}; {_REEXPORT}")
+    for key in ("model", "profile", "session", "graph", "sizes", "validation"):
+        if not isinstance(manifest[key], dict):
+            raise BundleError(f"{where}: {key!r} must be an object; {_REEXPORT}")
     for key in ("num_entities", "num_relations"):
         value = manifest[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -167,7 +181,19 @@ def read_manifest(root: Path) -> dict[str, Any]:
             or len(set(types)) != len(types)):
         raise BundleError(f"{where}: 'types' must be a non-empty list of unique names; {_REEXPORT}")
     _check_files_entry(manifest["files"], where)
+    total, declared = sum(e["bytes"] for e in manifest["files"].values()), manifest["sizes"].get("bundle_bytes")
+    if isinstance(declared, bool) or declared != total:
+        raise BundleError(f"{where}: sizes.bundle_bytes={declared!r} but its files add up to {total:,} bytes; {_REEXPORT}")
     return manifest
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest without its ``manifest_sha256``: canonical JSON (sorted keys, no spaces).
+
+    ``kgedge.export.bundle`` computes the same digest when it writes the manifest.
+    """
+    body = {key: value for key, value in manifest.items() if key != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _check_files_entry(files: Any, where: Path) -> None:
@@ -202,16 +228,17 @@ def verify_files(root: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
     for name, entry in manifest["files"].items():
         path = root / name
         try:
-            mode = os.lstat(path).st_mode
+            info = os.lstat(path)
         except FileNotFoundError:
             raise BundleError(f"{path}: listed in the manifest but missing; copy the whole bundle again") from None
-        if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
             raise BundleError(f"{path}: a symlink or not a regular file; bundles hold plain files only")
         if os.path.dirname(os.path.realpath(path)) != real_root:
             raise BundleError(f"{path}: resolves outside the bundle directory; refusing it")
-        data = path.read_bytes()
-        if len(data) != entry["bytes"]:
-            raise BundleError(f"{path}: {len(data):,} bytes, the manifest says {entry['bytes']:,}; "
+        # the size before reading: a file far larger than the manifest says is never read into memory
+        data = path.read_bytes() if info.st_size == entry["bytes"] else b""
+        if info.st_size != entry["bytes"] or len(data) != entry["bytes"]:
+            raise BundleError(f"{path}: {info.st_size:,} bytes, the manifest says {entry['bytes']:,}; "
                               "the file is truncated or changed: copy the bundle again")
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise BundleError(f"{path}: sha256 differs from the manifest; the file is corrupted or was "
@@ -242,6 +269,8 @@ def _array(blobs: dict[str, bytes], name: str, root: Path, shape: tuple[int, ...
         array = np.load(io.BytesIO(blobs[name]), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise BundleError(f"{root / name}: not a readable .npy without pickles ({err}); {_REEXPORT}") from None
+    if not isinstance(array, np.ndarray):  # np.load opens an .npz archive as a lazy NpzFile
+        raise BundleError(f"{root / name}: an .npz archive, not a .npy array; {_REEXPORT}")
     if array.dtype.kind not in "iu" or array.ndim != 1 or (shape is not None and array.shape != shape):
         raise BundleError(f"{root / name}: {array.dtype} array of shape {array.shape}; expected 1-D integers"
                           f"{f' of shape {shape}' if shape else ''}; {_REEXPORT}")

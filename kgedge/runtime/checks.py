@@ -17,7 +17,10 @@ def check_ids(values: Any, what: str, high: int) -> np.ndarray:
         QueryError: not an integer array (floats and bools are refused, not rounded), not 1-D,
             empty, or a value out of range.
     """
-    array = np.asarray(values)
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError):  # ragged nesting: numpy cannot build an array of it
+        raise QueryError(f"{what} must be a 1-D array of integer ids, got a ragged {type(values).__name__}") from None
     if array.dtype.kind not in "iu":
         raise QueryError(f"{what} must be integer ids (int32/int64), got dtype {array.dtype}")
     if array.ndim != 1:
@@ -63,7 +66,10 @@ def check_exclude(exclude: Any, batch: int, num_entities: int) -> np.ndarray:
     if isinstance(exclude, np.ndarray):
         array = exclude
     else:
-        rows = [np.asarray(row) for row in exclude]
+        try:
+            rows = [np.asarray(row) for row in exclude]
+        except (TypeError, ValueError):  # not iterable, or a row numpy cannot make an array of
+            raise QueryError("exclude must be a (batch, X) integer array or one sequence of ids per query") from None
         if any(r.ndim != 1 for r in rows):
             raise QueryError("exclude must hold one sequence of ids per query")
         if any(r.dtype.kind not in "iu" for r in rows if r.size):
@@ -83,7 +89,10 @@ def check_exclude(exclude: Any, batch: int, num_entities: int) -> np.ndarray:
 
 def names_of(value: str | Sequence[str], what: str) -> list[str]:
     """One name or a sequence of names as a non-empty list of str."""
-    names = [value] if isinstance(value, str) else list(value)
+    try:
+        names = [value] if isinstance(value, str) else list(value)
+    except TypeError:
+        raise QueryError(f"{what} must be a name or a sequence of names, got {type(value).__name__} {value!r}") from None
     if not names:
         raise QueryError(f"{what} is empty; pass at least one name")
     for name in names:

@@ -189,9 +189,12 @@ class EdgeModel:
     def answer_batch(self, queries: Sequence[tuple[str, str]], k: int = 10, *,
                      types: str | Sequence[str] | None = None, exclude_seen: bool = False) -> list[Ranked]:
         """:meth:`answer` for many ``(head, relation)`` name pairs in one graph run."""
-        if not queries:
+        try:
+            pairs = [tuple(q) for q in queries]
+        except TypeError:  # not a sequence, or an item that is not a pair
+            raise QueryError("queries must be a sequence of (head, relation) pairs of names") from None
+        if not pairs:
             raise QueryError("queries is empty; pass at least one (head, relation) pair")
-        pairs = [tuple(q) for q in queries]
         if any(len(p) != 2 for p in pairs):
             raise QueryError("each query must be a (head, relation) pair of names")
         heads = np.array([self.entity_id(h) for h, _ in pairs], dtype=np.int64)

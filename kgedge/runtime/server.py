@@ -9,8 +9,8 @@ Endpoints::
 
 A single request answers ``{"results": [{"name", "score"}, ...]}``, a batch
 ``{"results": [[...], ...]}``. Errors answer ``{"error": message}`` with 400 (malformed JSON or
-fields), 404 (unknown path or name, with ``"suggestions"``), 411/413 (body length), 422 (values out
-of limits, e.g. ``k``) or 500; the server keeps serving after any of them.
+fields), 404 (unknown path or name, with ``"suggestions"``), 408 (a body that stalls), 411/413 (body
+length), 422 (values out of limits, e.g. ``k``) or 500; the server keeps serving after any of them.
 """
 
 from __future__ import annotations
@@ -181,8 +181,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._discard(int(length))  # connection and the client may never see the 413
             raise HTTPError(413, f"body of {int(length):,} bytes is over the limit of {limit:,} bytes")
         try:
-            return json.loads(self.rfile.read(int(length)).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raw = self.rfile.read(int(length))
+        except TimeoutError:  # a client that stalls mid-body: its fault, not an internal error
+            self.close_connection = True
+            raise HTTPError(408, f"the body did not arrive within {self.server.limits.timeout_s:g} s") from None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, an int of > 4300 digits, deep nesting
             raise HTTPError(400, f"body is not valid UTF-8 JSON: {err}") from None
 
     def _discard(self, remaining: int) -> None:

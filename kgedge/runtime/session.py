@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -50,7 +51,7 @@ class SessionSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1024:
                 raise ValueError(f"SessionSettings.{name}={value!r} is invalid; allowed: an int 0..1024 (0 = onnxruntime default)")
-        if self.graph_optimization_level not in OPTIMIZATION_LEVELS:
+        if not isinstance(self.graph_optimization_level, str) or self.graph_optimization_level not in OPTIMIZATION_LEVELS:
             raise ValueError(
                 f"SessionSettings.graph_optimization_level={self.graph_optimization_level!r} is invalid; "
                 f"allowed: {', '.join(OPTIMIZATION_LEVELS)}"
@@ -95,8 +96,13 @@ def create_session(model: bytes, settings: SessionSettings, where: str, num_type
     Raises:
         BundleError: onnxruntime cannot load the graph, or its inputs/outputs differ from the contract.
     """
+    options = settings.options()
     try:
-        session = ort.InferenceSession(model, sess_options=settings.options(), providers=["CPUExecutionProvider"])
+        # A bundle's graph holds its weights. onnxruntime would read "external data" of a graph loaded from
+        # bytes from the working directory, outside the checksummed bundle: resolve it in an empty folder.
+        with tempfile.TemporaryDirectory(prefix="kgedge-no-external-data-") as nowhere:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", nowhere)
+            session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         raise BundleError(f"{where}: onnxruntime cannot load the graph ({err}); re-export the bundle") from None
     inputs = {i.name: i for i in session.get_inputs()}

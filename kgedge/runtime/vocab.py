@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,9 +67,12 @@ class Vocabulary:
         Raises:
             QueryError: ``id_`` is not an int in ``0..len-1``.
         """
-        if isinstance(id_, bool) or not hasattr(id_, "__index__"):
+        try:
+            index = operator.index(id_)  # ints and integer scalars; a float or an array (ndim > 0) raises
+        except TypeError:
+            index = None
+        if isinstance(id_, bool) or index is None:
             raise QueryError(f"{self.kind} id must be an int, got {type(id_).__name__} {id_!r}")
-        index = int(id_)  # type: ignore[call-overload]
         if not 0 <= index < len(self.names):
             raise QueryError(f"{self.kind} id {index} out of range; valid ids are 0..{len(self.names) - 1}")
         return self.names[index]
