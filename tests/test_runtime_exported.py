@@ -103,3 +103,13 @@ def test_exported_archive_loads_without_torch(shop, fp32: Path) -> None:  # noqa
     result = subprocess.run([sys.executable, "-c", code, str(archive), user], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert [tuple(x) for x in json.loads(result.stdout)] == EdgeModel.load(fp32).recommend(user, k=5)
+
+
+def test_full_range_int8_bundle_warns_on_x86_without_vnni(tmp_path, caplog) -> None:
+    """The arm64 profile's s8 table is exact on its target; on x86 without VNNI loading it warns."""
+    from kgedge.runtime.compat import _x86_without_vnni, saturation_risk
+
+    risky = {"name": "arm64", "format": "qoperator", "weight_type": "int8", "table_bits": 8}
+    safe = {"name": "x86-avx2", "format": "qoperator", "weight_type": "uint8", "table_bits": 8}
+    assert saturation_risk(safe) is None
+    assert (saturation_risk(risky) is not None) == _x86_without_vnni()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from kgedge.runtime.bundle import Bundle, read_bundle
+from kgedge.runtime.compat import saturation_risk
 from kgedge.runtime.checks import check_exclude, check_ids, check_k, names_of
 from kgedge.runtime.errors import QueryError
 from kgedge.runtime.graph import TopKGraph
@@ -77,6 +78,9 @@ class EdgeModel:
             ValueError: a bad override.
         """
         bundle = read_bundle(Path(path))
+        risk = saturation_risk(bundle.manifest.get("profile", {}))
+        if risk is not None:
+            log.warning("%s: %s", bundle.source, risk)
         settings = SessionSettings.from_manifest(bundle.manifest["session"], str(bundle.source))
         overrides = {"intra_op_threads": intra_op_threads, "graph_optimization_level": graph_optimization_level}
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
