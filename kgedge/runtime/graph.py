@@ -35,10 +35,15 @@ class TopKGraph:
         self.entity_types = entity_types
         self.num_types = num_types
         self.num_entities = len(entity_types)
+        self.type_counts = np.bincount(entity_types, minlength=num_types)
 
     def allowed_entities(self, allowed_types: np.ndarray) -> np.ndarray:
         """Shape ``(N,)`` bool: entities whose type is allowed."""
         return allowed_types[self.entity_types]
+
+    def count_allowed(self, allowed_types: np.ndarray) -> int:
+        """How many entities have an allowed type (per-type counts, not a pass over all N)."""
+        return int(self.type_counts[np.asarray(allowed_types, dtype=bool)].sum())
 
     def _run(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
              exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +76,7 @@ class TopKGraph:
             results end with id -1 and score -inf.
         """
         ids, scores = self._run(heads, relations, k, allowed_types, exclude)
-        valid = (scores > -np.inf) & self.allowed_entities(allowed_types)[ids]
+        valid = (scores > -np.inf) & allowed_types[self.entity_types[ids]]
         if exclude.shape[1]:
             n = self.num_entities
             row = np.arange(len(ids), dtype=np.int64)[:, None]

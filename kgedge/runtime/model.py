@@ -163,7 +163,7 @@ class EdgeModel:
         if heads.shape != relations.shape:
             raise QueryError(f"heads {heads.shape} and relations {relations.shape} must have the same length")
         allowed = self.allowed_types(types)
-        candidates = int(self._graph.allowed_entities(allowed).sum())
+        candidates = self._graph.count_allowed(allowed)
         scope = "entities" if types is None else f"entities of types {names_of(types, 'types')}"
         k = check_k(k, candidates, scope)
         excluded = check_exclude(exclude, len(heads), self.num_entities)
