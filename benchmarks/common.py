@@ -40,7 +40,7 @@ def machine() -> dict[str, object]:
 def markdown_table(rows: list[dict[str, object]]) -> str:
     if not rows:
         return ""
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # every key, first-seen order
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"

@@ -130,32 +130,12 @@ def _examples(kg) -> dict[str, tuple[str, str, dict]]:  # noqa: ANN001
 
 
 def _bench(bundle: Path) -> dict[str, object]:
-    """Latency of the bundle: ``kgedge bench`` when available, else a short single-query timing."""
-    try:
-        from kgedge.bench.latency import run_bench  # type: ignore[attr-defined]
-    except ImportError:
-        run_bench = None
-    if run_bench is not None:
-        result = run_bench(bundle)
-        figures = asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
-        print_table([{k: figures[k] for k in ("p50_us", "p95_us", "p99_us", "qps_batch_1", "bundle_bytes") if k in figures}])
-        return figures
-    import numpy as np
+    """``kgedge bench`` of the bundle: latency percentiles, throughput, memory, size."""
+    from kgedge.bench.latency import bench_bundle
 
-    from kgedge.runtime import EdgeModel
-
-    edge = EdgeModel.load(bundle)
-    heads = np.arange(200) % edge.num_entities
-    for h in heads[:20]:
-        edge.topk(np.array([h]), np.array([0]), 10)
-    times = []
-    for h in heads:
-        t = time.perf_counter()
-        edge.topk(np.array([h]), np.array([0]), 10)
-        times.append((time.perf_counter() - t) * 1e6)
-    figures = {"p50_us": float(np.percentile(times, 50)), "p95_us": float(np.percentile(times, 95)),
-               "p99_us": float(np.percentile(times, 99))}
-    print_table([figures])
+    figures = bench_bundle(bundle).to_dict()
+    print_table([{k: figures[k] for k in ("threads", "p50_us", "p95_us", "p99_us", "qps_batch_1", "qps_batch_64",
+                                           "bundle_bytes", "load_s") if k in figures}])
     return figures
 
 
