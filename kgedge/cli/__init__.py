@@ -11,6 +11,7 @@ import typer
 from kgedge import __version__
 from kgedge.cli import compress_cmds, data_cmd, demo_cmd, export_cmds, model_cmds, runtime_cmds
 from kgedge.cli import bench_cmd
+from kgedge.cli import embed_cmd
 
 app = typer.Typer(
     name="kgedge",
@@ -45,6 +46,7 @@ compress_cmds.register(app)
 export_cmds.register(app)
 bench_cmd.register(app)
 demo_cmd.register(app)
+embed_cmd.register(app)
 
 
 def main() -> None:

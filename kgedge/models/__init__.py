@@ -5,6 +5,9 @@ from __future__ import annotations
 from kgedge.models.base import KGModel, ModelConfig
 from kgedge.models.complex import ComplEx
 from kgedge.models.distmult import DistMult
+from kgedge.models.gat import GAT
+from kgedge.models.gcn import GCN
+from kgedge.models.rgcn import RGCN
 from kgedge.models.rotate import RotatE
 from kgedge.models.transe import TransE
 
@@ -13,6 +16,9 @@ MODELS: dict[str, type[KGModel]] = {
     "distmult": DistMult,
     "complex": ComplEx,
     "rotate": RotatE,
+    "gcn": GCN,
+    "gat": GAT,
+    "rgcn": RGCN,
 }
 
 

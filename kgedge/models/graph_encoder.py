@@ -1,0 +1,292 @@
+"""The base of graph-neural teachers: an encoder over the training graph, then a KG-embedding decoder.
+
+A graph model is a :class:`~kgedge.models.base.KGModel` whose candidate table is the encoder's output
+``Z = enc(E, G)`` (``E`` the learned input embeddings, ``G`` the training graph with reciprocal edges)
+and whose query is a plain model's (:mod:`kgedge.models.decoders`) on rows of ``Z``. Training,
+losses, evaluation and checkpoints therefore work unchanged. The graph is stored as buffers whose
+size is ``config.options["num_edges"]``, so a checkpoint reloads with ``build(config)`` and
+``load_state_dict(strict=True)``; :func:`attach_graph` fills (and if needed resizes) them.
+
+Encoding is full-graph: one pass per optimizer step serves the whole batch (the table is cached
+until the parameters change or the backward pass has consumed it) and one pass serves a whole
+evaluation. :func:`materialized_checkpoint` turns a trained model into the plain decoder model,
+which is what is exported to ONNX and distilled: the device never runs message passing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from kgedge.data.kg import KnowledgeGraph
+from kgedge.models.base import KGModel, ModelConfig
+from kgedge.models.decoders import DECODERS, Decoder, resolve_decoder
+
+log = logging.getLogger(__name__)
+
+Activation = Literal["relu", "tanh", "none"]
+ACTIVATIONS: dict[str, nn.Module] = {"relu": nn.ReLU(), "tanh": nn.Tanh(), "none": nn.Identity()}
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """Encoder settings shared by every graph model, read from ``ModelConfig.options``.
+
+    Attributes:
+        decoder: the KG-embedding decoder (``distmult``, ``complex``, ``transe``, ``rotate``).
+        num_layers: message-passing layers; each reaches one hop further.
+        activation: between layers (the last layer's output is linear, like an embedding).
+        hidden_dropout: dropout on the input and hidden node states during training.
+        residual: the table is ``E + enc(E)``, so the model starts as, and can fall back to, its
+            decoder alone; without it, a KG's many low-degree entities are over-smoothed.
+        num_edges: edges of the stored graph (train triples and reciprocals); set by
+            :func:`attach_graph`, read back from checkpoints.
+    """
+
+    decoder: str = "distmult"
+    num_layers: int = 2
+    activation: Activation = "tanh"
+    hidden_dropout: float = 0.1
+    residual: bool = True
+    num_edges: int = 0
+
+    def __post_init__(self) -> None:
+        if str(self.decoder).lower() not in DECODERS:
+            raise ValueError(f"options.decoder={self.decoder!r}; allowed: {', '.join(DECODERS)}")
+        if not isinstance(self.num_layers, int) or not 1 <= self.num_layers <= 8:
+            raise ValueError(f"options.num_layers={self.num_layers!r}; allowed: an integer from 1 to 8")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"options.activation={self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if not 0.0 <= self.hidden_dropout < 1.0:
+            raise ValueError(f"options.hidden_dropout={self.hidden_dropout!r}; allowed: [0, 1)")
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"options.residual={self.residual!r}; allowed: true or false")
+        if not isinstance(self.num_edges, int) or self.num_edges < 0:
+            raise ValueError(f"options.num_edges={self.num_edges!r}; allowed: an integer >= 0")
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> GraphOptions:
+        """Options from a ``ModelConfig.options`` dict; unknown keys are an error that lists the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(known))}")
+        return cls(**options)
+
+
+class GraphEncoderModel(KGModel):
+    """Encoder layers over the stored graph, then a decoder; subclasses provide the layers.
+
+    Subclasses set ``options_class`` and implement :meth:`make_layer` and :meth:`make_graph` (the
+    layer-specific precomputation on the edges: sparse structures and normalisations).
+    """
+
+    options_class: ClassVar[type[GraphOptions]] = GraphOptions
+
+    def __init__(self, config: ModelConfig) -> None:
+        opts = self.options_class.parse(dict(config.options))
+        # the decoder fixes the table widths, which KGModel.__init__ reads through entity_width
+        self.decoder: Decoder = resolve_decoder(opts.decoder)
+        self.interaction = self.decoder.interaction  # type: ignore[misc]  (per instance: chosen decoder)
+        self.complex_valued = self.decoder.complex_valued  # type: ignore[misc]
+        super().__init__(replace(config, options=asdict(opts)))
+        self.opts = opts
+        self.decoder.init_relations(self.relation.weight)
+        self.register_buffer("edge_index", torch.zeros(2, opts.num_edges, dtype=torch.long))
+        self.register_buffer("edge_type", torch.zeros(opts.num_edges, dtype=torch.long))
+        self.layers = nn.ModuleList(self.make_layer(i) for i in range(opts.num_layers))
+        self.act = ACTIVATIONS[opts.activation]
+        self.hidden_drop = nn.Dropout(opts.hidden_dropout)
+        self._graph_key: tuple[int, ...] | None = None
+        self._graph: object = None
+        self._table_key: tuple[object, ...] | None = None
+        self._table: Tensor | None = None
+
+    @property
+    def relation_width(self) -> int:
+        return self.config.dim if self.decoder.phase_relations else self.entity_width
+
+    def make_layer(self, index: int) -> nn.Module:
+        """Layer ``index``: a module ``(x (N, W), graph) -> (N, W)``."""
+        raise NotImplementedError
+
+    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor) -> object:
+        """What the layers need from the edges ``src -> dst`` of relation ``rel`` (each shape ``(E,)``)."""
+        raise NotImplementedError
+
+    def set_graph(self, edge_index: Tensor, edge_type: Tensor) -> None:
+        """Store the graph (resizing the buffers and ``options.num_edges`` when its size differs).
+
+        Args:
+            edge_index: shape ``(2, E)`` int64, rows ``(source, destination)``: messages flow source → destination.
+            edge_type: shape ``(E,)`` int64 relation ids in ``[0, num_relations)``.
+        """
+        num_edges = int(edge_type.numel())
+        if edge_index.shape != (2, num_edges):
+            raise ValueError(f"edge_index of shape {tuple(edge_index.shape)}; expected (2, {num_edges})")
+        if num_edges and (int(edge_index.min()) < 0 or int(edge_index.max()) >= self.config.num_entities):
+            raise ValueError(f"edge_index holds ids outside [0, {self.config.num_entities})")
+        if num_edges and (int(edge_type.min()) < 0 or int(edge_type.max()) >= self.config.num_relations):
+            raise ValueError(f"edge_type holds ids outside [0, {self.config.num_relations})")
+        device = self.edge_index.device
+        if num_edges != self.opts.num_edges:
+            self.opts = replace(self.opts, num_edges=num_edges)
+            self.config = replace(self.config, options=asdict(self.opts))
+            self.edge_index = torch.zeros(2, num_edges, dtype=torch.long, device=device)
+            self.edge_type = torch.zeros(num_edges, dtype=torch.long, device=device)
+        with torch.no_grad():
+            self.edge_index.copy_(edge_index)
+            self.edge_type.copy_(edge_type)
+
+    def graph(self) -> object:
+        """The layers' precomputed graph, rebuilt only when the edge buffers change."""
+        key = tuple(_identity(t) for t in (self.edge_index, self.edge_type))
+        if key != self._graph_key:
+            self._graph = self.make_graph(self.edge_index[0], self.edge_index[1], self.edge_type)
+            self._graph_key = key
+        return self._graph
+
+    def encode(self) -> Tensor:
+        """Message passing over the whole graph: ``Z = E + enc(E)`` (or ``enc(E)``), shape ``(N, W)``."""
+        x = self.entity.weight
+        graph = self.graph()
+        h = self.hidden_drop(x)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, graph)
+            if i < len(self.layers) - 1:
+                h = self.hidden_drop(self.act(h))
+        return x + h if self.opts.residual else h
+
+    def entity_table(self) -> Tensor:
+        """The encoder's output, cached while the parameters, the mode and the graph are unchanged.
+
+        With gradients on, the cached table is dropped once backward has passed through it, so each
+        optimizer step encodes once however many times the loss reads the table.
+        """
+        key = (self.training, torch.is_grad_enabled(), *(_identity(t) for t in self._watched()))
+        if self._table is not None and key == self._table_key:
+            return self._table
+        table = self.encode()
+        if table.requires_grad:
+            table.register_hook(self._forget_table)
+        self._table, self._table_key = table, key
+        return table
+
+    def _watched(self) -> list[Tensor]:
+        return [*self.parameters(), *self.buffers()]
+
+    def _forget_table(self, grad: Tensor) -> None:
+        self._table, self._table_key = None, None
+
+    def query(self, heads: Tensor, relations: Tensor) -> Tensor:
+        return self.decoder.query(self.entity_table()[heads], self.relation(relations))
+
+    def factors(self, heads: Tensor, relations: Tensor, tails: Tensor) -> list[Tensor]:
+        table = self.entity_table()
+        return self.decoder.factors(table[heads], self.relation(relations), table[tails])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the caches may hold autograd graphs, which cannot be copied or pickled; they rebuild on use
+        state = self.__dict__.copy()
+        state.update(_graph=None, _graph_key=None, _table=None, _table_key=None)
+        return state
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        # moving the model (.to(device)) invalidates the derived tensors
+        self._graph, self._graph_key, self._table, self._table_key = None, None, None, None
+        return super()._apply(fn, recurse)
+
+
+def _identity(t: Tensor) -> tuple[int, int]:
+    """Changes when a tensor is replaced (new storage) or modified in place (version counter)."""
+    return (t.data_ptr(), t._version)
+
+
+def graph_edges(kg: KnowledgeGraph) -> tuple[Tensor, Tensor]:
+    """The training graph with reciprocal edges: ``edge_index`` ``(2, 2n)`` (head → tail) and ``edge_type`` ``(2n,)``."""
+    triples = torch.as_tensor(kg.with_reciprocals(kg.train), dtype=torch.long)
+    return triples[:, [0, 2]].T.contiguous(), triples[:, 1].contiguous()
+
+
+def attach_graph(model: GraphEncoderModel, kg: KnowledgeGraph) -> GraphEncoderModel:
+    """Give ``model`` the training graph of ``kg`` (the trainer does this before the first step).
+
+    Raises:
+        ValueError: the model was configured for another KG (entity or relation counts differ).
+    """
+    config = model.config
+    if config.num_entities != kg.num_entities or config.num_relations != 2 * kg.num_relations:
+        raise ValueError(
+            f"{config.model} is configured for {config.num_entities} entities / {config.num_relations} relations "
+            f"(with reciprocals), but {kg.name} has {kg.num_entities} / {2 * kg.num_relations}"
+        )
+    model.set_graph(*graph_edges(kg))
+    log.info("attached %s's training graph (%d edges) to %s", kg.name, model.opts.num_edges, config.model)
+    return model
+
+
+def graph_model_config(kg: KnowledgeGraph, name: str, dim: int, **options: Any) -> ModelConfig:
+    """A complete ``ModelConfig`` for graph model ``name`` on ``kg`` (``num_edges`` filled in).
+
+    Extra keyword arguments go to ``ModelConfig`` when they are its fields (``init_scale``,
+    ``dropout``), otherwise to ``options`` (``decoder``, ``num_layers``, ...).
+    """
+    from kgedge.models import resolve
+
+    cls = resolve(name)
+    if not issubclass(cls, GraphEncoderModel):
+        raise ValueError(f"{name!r} is not a graph model; graph models: {', '.join(graph_model_names())}")
+    top = {k: options.pop(k) for k in ("init_scale", "dropout") if k in options}
+    options["num_edges"] = 2 * len(kg.train)
+    opts = cls.options_class.parse(options)
+    return ModelConfig(model=name.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
+                       dim=dim, options=asdict(opts), **top)
+
+
+def graph_model_names() -> list[str]:
+    from kgedge.models import MODELS
+
+    return [name for name, cls in MODELS.items() if issubclass(cls, GraphEncoderModel)]
+
+
+@torch.no_grad()
+def materialize(model: KGModel) -> Tensor:
+    """The entity table a student or exporter reads, without message passing at use time.
+
+    Returns:
+        shape ``(num_entities, entity_width)``, detached (a copy for graph models).
+    """
+    was_training = model.training
+    model.eval()
+    table = model.entity_table().detach().clone()
+    model.train(was_training)
+    return table
+
+
+def materialized_checkpoint(model: KGModel) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """The plain decoder model equal to ``model``: its config and a ``strict``-loadable state dict.
+
+    For a graph model the config names its decoder (e.g. ``distmult``), the entity table is the
+    encoder's output and the relation table is the decoder's; scores are unchanged. A plain model is
+    returned as it is (without options).
+    """
+    config = model.config
+    name = model.decoder.name if isinstance(model, GraphEncoderModel) else config.model
+    plain = ModelConfig(model=name, num_entities=config.num_entities, num_relations=config.num_relations,
+                        dim=config.dim, init_scale=config.init_scale, dropout=config.dropout)
+    state = {"entity.weight": materialize(model), "relation.weight": model.relation.weight.detach().clone()}
+    return plain, state
+
+
+def materialized_model(model: KGModel) -> KGModel:
+    """:func:`materialized_checkpoint` built into a model (eval mode)."""
+    from kgedge.models import build
+
+    config, state = materialized_checkpoint(model)
+    plain = build(config)
+    plain.load_state_dict(state, strict=True)
+    return plain.eval()
