@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
@@ -27,6 +28,11 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Random seed (runs repeat exactly on CPU)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from OUT.resume.pt."),
+    distributed: bool = typer.Option(
+        False, "--distributed",
+        help="Data-parallel over the processes torchrun starts (on by itself under torchrun); "
+        "--batch-size is the global batch.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Train a KG-embedding teacher with per-model defaults and early stopping on validation MRR."""
@@ -36,6 +42,7 @@ def train(
     from kgedge.data.sources import load_data
     from kgedge.models import ModelConfig, resolve
     from kgedge.train.config import default_model_options, default_train_config
+    from kgedge.train.distributed import DistributedContext, launched_by_torchrun, process_group, train_distributed
     from kgedge.train.trainer import train_model
 
     with user_errors():
@@ -51,7 +58,14 @@ def train(
         )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        with progress_bar() as bar:
+        with ExitStack() as stack:
+            context: DistributedContext | None = None
+            if distributed or launched_by_torchrun():
+                context = stack.enter_context(process_group(device))
+                if not context.is_main:  # the other ranks train silently
+                    train_distributed(kg, model_config, config, context, out=out, resume=resume)
+                    return
+            bar = stack.enter_context(progress_bar())
             task = bar.add_task(f"train {model}", total=None, info="")
 
             def on_step(epoch: int, step: int, steps: int, value: float, rate: float) -> None:
@@ -62,13 +76,18 @@ def train(
                 mark = " *" if improved else ""
                 bar.console.print(f"epoch {epoch}: valid MRR {metrics['mrr']:.4f}{mark}")
 
-            result = train_model(kg, model_config, config, out=out, device=device, resume=resume,
-                                 on_step=on_step, on_eval=None if json_out else on_eval)
+            callbacks = {"on_step": on_step, "on_eval": None if json_out else on_eval}
+            if context is not None:
+                result = train_distributed(kg, model_config, config, context, out=out, resume=resume, **callbacks)
+            else:
+                result = train_model(kg, model_config, config, out=out, device=device, resume=resume, **callbacks)
     summary = {
         "checkpoint": str(out), "model": model.lower(), "dim": dim, "data": kg.name,
         "epochs": result.epochs_run, "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
         "train_seconds": round(result.train_seconds, 2), "valid_mrr": result.best_valid.get("mrr", 0.0),
     }
+    if context is not None:
+        summary["processes"] = context.world_size
     if json_out:
         print_json(summary)
     else:

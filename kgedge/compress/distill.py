@@ -23,6 +23,8 @@ from kgedge.models import KGModel
 CANDIDATES = ("full", "sampled", "auto")
 # "auto" switches to sampled candidates above this many entities (1-N memory is batch x entities)
 FULL_CANDIDATES_LIMIT = 100_000
+# sampled candidates: the teacher's top-k is taken over chunks of queries of at most this many scores
+TOPK_SCORE_CELLS = 32_000_000
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class DistillConfig:
     """
 
     alpha: float = 1.0
-    temperature: float = 2.0
+    temperature: float = 4.0  # small search on Nations (benchmarks/results/distill_search.md): T=1 87.9%, 2 91.5%, 4 94.9% of the teacher
     candidates: str = "auto"
     teacher_topk: int = 64
     random_candidates: int = 192
@@ -103,8 +105,11 @@ class DistillationLoss:
 
     def _candidates(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """Shape ``(batch, 1 + topk + random)``: the true tail, the teacher's top-k, random entities."""
+        k = min(self.config.teacher_topk, self.num_entities)
+        rows = max(1, TOPK_SCORE_CELLS // self.num_entities)  # batch x N at once: 4 GiB at 1024 x 1M
         with torch.no_grad():
-            top = self.teacher.score_all_tails(h, r).topk(min(self.config.teacher_topk, self.num_entities), dim=1).indices
+            top = torch.cat([self.teacher.score_all_tails(h[i : i + rows], r[i : i + rows]).topk(k, dim=1).indices
+                             for i in range(0, len(h), rows)])
         random = torch.randint(self.num_entities, (len(h), self.config.random_candidates), generator=self.generator)
         return torch.cat([t[:, None], top, random.to(h.device)], dim=1)
 

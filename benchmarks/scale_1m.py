@@ -1,0 +1,426 @@
+"""The million-entity pipeline on one machine: generate -> load -> teacher -> distil -> int8 export -> serve.
+
+Every stage runs in its own subprocess, so its wall time and peak RSS (``ru_maxrss``) are its own;
+stages hand over files in the work folder (``.cache/scale_1m/``: data, checkpoints, bundle).
+
+1. ``generate``: the demo shop KG at 1M entities with ``mean_purchases=15`` (>= 10M triples; the
+   generator's defaults give ~5.8M), written as TSV.
+2. ``load``: ``load_kg`` of those files, then the filter index of every known triple.
+3. ``probe:*``: the cost of one training step at 1M entities for the losses on the table (random
+   queries, ComplEx dim 64): 1-N cross entropy scores ``batch x 1M`` tails per step, negative
+   sampling (``nssa``) only ``batch x 64``, but both update the whole dense table. Also one
+   distillation step with sampled candidates. These measurements chose the settings below.
+4. ``teacher``: ComplEx dim 64 trained with ``nssa`` (margin 0: dot-product scores) for a fixed budget,
+   then validated (at most ``--valid-triples`` triples).
+5. ``distill``: a ComplEx dim 32 student initialised from the teacher (SVD), trained for a fixed
+   budget with ``nssa`` plus distillation over sampled candidates (the teacher's top 64 + 192 random).
+6. ``export``: ``export_bundle`` with the ``x86-avx2`` profile and the data (seen-items index, probe
+   queries from test, MRR check of torch / fp32 ONNX / int8 ONNX).
+7. ``runtime``: ``EdgeModel.load`` and queries; RSS after loading and after queries against the
+   bytes of the int8 table.
+
+Usage::
+
+    python benchmarks/scale_1m.py                                   # ~35 min on 2 cores, < 24 GiB
+    python benchmarks/scale_1m.py --entities 100000 --teacher-seconds 60 --distill-seconds 60 \\
+        --name scale_100k                                           # a smoke run, ~6 min
+
+Writes ``benchmarks/results/<name>.{json,md}`` (default name ``scale_1m``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, markdown_table, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 1024 * 1024
+# kind:batch:negatives
+PROBES = ("1n_ce:256:0", "nssa:8192:64", "nssa:32768:16", "distill:1024:16")
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process in MiB (Linux ``/proc``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class Marks:
+    """Wall time and RSS at named points of a stage."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.points: dict[str, dict[str, float]] = {}
+
+    def __call__(self, name: str) -> None:
+        self.points[name] = {"t_s": round(time.perf_counter() - self.start, 2), "rss_mib": round(rss_mib(), 1),
+                             "peak_rss_mib": round(peak_rss_mib(), 1)}
+
+
+# -- stages (each runs in a fresh process) ------------------------------------------------------
+
+def stage_generate(args: argparse.Namespace, marks: Marks) -> dict[str, object]:
+    from kgedge.data.generate import ShopConfig, generate_shop_kg, write_shop_kg
+
+    config = ShopConfig(num_entities=args.entities, mean_purchases=args.mean_purchases, seed=0)
+    kg = generate_shop_kg(config)
+    marks("generated")
+    write_shop_kg(kg, args.work / "data", overwrite=True)
+    marks("written")
+    files = {p.name: p.stat().st_size for p in (args.work / "data").iterdir()}
+    return {"config": {"num_entities": config.num_entities, "mean_purchases": config.mean_purchases},
+            "train": len(kg.train), "valid": len(kg.valid), "test": len(kg.test),
+            "triples": len(kg.train) + len(kg.valid) + len(kg.test), "file_bytes": files}
+
+
+def stage_load(args: argparse.Namespace, marks: Marks) -> dict[str, object]:
+    from kgedge.data.kg import load_kg
+
+    kg = load_kg(args.work / "data")
+    marks("load_kg")
+    known = kg.known
+    marks("filter_index")
+    return {"entities": kg.num_entities, "relations": kg.num_relations, "train": len(kg.train),
+            "valid": len(kg.valid), "test": len(kg.test), "known_pairs": len(known), "dropped": kg.report,
+            "load_kg_s": marks.points["load_kg"]["t_s"],
+            "filter_index_s": round(marks.points["filter_index"]["t_s"] - marks.points["load_kg"]["t_s"], 2)}
+
+
+def stage_probe(args: argparse.Namespace, marks: Marks) -> dict[str, object]:
+    """A few steps on random queries at ``args.entities`` entities; no data needed."""
+    import torch
+
+    from kgedge.compress.distill import DistillConfig, DistillationLoss
+    from kgedge.models import ModelConfig, build
+    from kgedge.train.config import default_train_config
+    from kgedge.train.negatives import NegativeSampler
+    from kgedge.train.trainer import _make_optimizer, batch_loss
+
+    kind, batch_text, negatives = args.probe.split(":")
+    batch = int(batch_text)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n, relations = args.entities, 12
+    loss = "1n_ce" if kind == "1n_ce" else "nssa"
+    config = default_train_config("complex", loss=loss, batch_size=batch, margin=0.0,
+                                  num_negatives=max(1, int(negatives)))
+    dim = args.teacher_dim if kind != "distill" else args.student_dim
+    model = build(ModelConfig("complex", n, relations, dim))
+    optimizer = _make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(0)
+    sampler = NegativeSampler(n, None, generator)
+    hook = None
+    if kind == "distill":
+        teacher = build(ModelConfig("complex", n, relations, args.teacher_dim))
+        hook = DistillationLoss(teacher, DistillConfig(candidates="sampled"), n, generator)
+    marks("built")
+    times = []
+    for step in range(4):  # one warm-up, three timed
+        batch_rows = torch.stack([torch.randint(n, (batch,)), torch.randint(relations, (batch,)),
+                                  torch.randint(n, (batch,))], 1)
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        value = batch_loss(model, batch_rows, config, sampler)
+        if hook is not None:
+            value = value + hook(model, batch_rows)
+        value.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    marks("steps")
+    per_step = sum(times[1:]) / 3
+    return {"probe": args.probe, "loss": loss + (" + distill(sampled)" if hook else ""), "batch": batch,
+            "negatives": config.num_negatives if loss == "nssa" else "all", "dim": dim,
+            "seconds_per_step": round(per_step, 3), "queries_per_s": round(batch / per_step, 1)}
+
+
+def _train_summary(result, steps: list[float], evals: list[float], batch: int) -> dict[str, object]:  # noqa: ANN001
+    return {"steps": len(steps), "queries": len(steps) * batch,
+            "queries_per_s": round((len(steps) - 1) * batch / (steps[-1] - steps[0]), 1) if len(steps) > 1 else 0.0,
+            "stop_reason": result.stop_reason, "valid": result.best_valid,
+            "validation_s": round(evals[-1] - steps[-1], 1) if evals and steps else None}
+
+
+def stage_teacher(args: argparse.Namespace, marks: Marks) -> dict[str, object]:
+    import torch
+
+    from kgedge.data.kg import load_kg
+    from kgedge.models import ModelConfig
+    from kgedge.train.config import default_train_config
+    from kgedge.train.trainer import train_model
+
+    torch.set_num_threads(args.threads)
+    kg = load_kg(args.work / "data")
+    marks("load_kg")
+    model_config = ModelConfig("complex", kg.num_entities, 2 * kg.num_relations, args.teacher_dim)
+    config = default_train_config("complex", loss="nssa", margin=0.0, batch_size=args.teacher_batch, epochs=1,
+                                  num_negatives=args.negatives, max_time_s=args.teacher_seconds,
+                                  max_valid_triples=args.valid_triples)
+    steps: list[float] = []
+    evals: list[float] = []
+    result = train_model(kg, model_config, config, out=args.work / "teacher.ckpt",
+                         on_step=lambda *a: steps.append(time.perf_counter()),
+                         on_eval=lambda *a: evals.append(time.perf_counter()))
+    marks("trained")
+    return {"model": "complex", "dim": args.teacher_dim, "loss": f"nssa (margin 0, {args.negatives} negatives)",
+            "batch": args.teacher_batch, "budget_s": args.teacher_seconds,
+            "train_queries": 2 * len(kg.train), **_train_summary(result, steps, evals, args.teacher_batch)}
+
+
+def stage_distill(args: argparse.Namespace, marks: Marks) -> dict[str, object]:
+    import torch
+
+    from kgedge.compress.distill import DistillConfig, DistillationLoss
+    from kgedge.compress.init import init_student_from_teacher
+    from kgedge.data.kg import load_kg
+    from kgedge.models import ModelConfig, build
+    from kgedge.train.checkpoint import load_checkpoint
+    from kgedge.train.config import default_train_config
+    from kgedge.train.trainer import train_model
+
+    torch.set_num_threads(args.threads)
+    kg = load_kg(args.work / "data")
+    marks("load_kg")
+    teacher = load_checkpoint(args.work / "teacher.ckpt").model
+    student = build(ModelConfig("complex", kg.num_entities, teacher.config.num_relations, args.student_dim))
+    init_student_from_teacher(student, teacher)
+    marks("student_init")
+    distill = DistillConfig(candidates="sampled")
+    hook = DistillationLoss(teacher, distill, kg.num_entities, torch.Generator().manual_seed(0))
+    config = default_train_config("complex", loss="nssa", margin=0.0, batch_size=args.distill_batch, epochs=1,
+                                  num_negatives=args.negatives, max_time_s=args.distill_seconds,
+                                  max_valid_triples=args.valid_triples)
+    steps: list[float] = []
+    evals: list[float] = []
+    result = train_model(kg, student.config, config, model=student, loss_hook=hook, out=args.work / "student.ckpt",
+                         on_step=lambda *a: steps.append(time.perf_counter()),
+                         on_eval=lambda *a: evals.append(time.perf_counter()))
+    marks("trained")
+    return {"student": "complex", "dim": args.student_dim, "distill": distill.to_dict(), "batch": args.distill_batch,
+            "budget_s": args.distill_seconds, **_train_summary(result, steps, evals, args.distill_batch)}
+
+
+def stage_export(args: argparse.Namespace, marks: Marks) -> dict[str, object]:
+    from dataclasses import replace
+
+    from kgedge.data.kg import load_kg
+    from kgedge.export.bundle import export_bundle
+    from kgedge.export.profile import resolve_profile
+    from kgedge.export.validate import ExportValidationError
+    from kgedge.train.checkpoint import load_checkpoint
+
+    kg = load_kg(args.work / "data")
+    marks("load_kg")
+    checkpoint = load_checkpoint(args.work / "student.ckpt")
+    marks("checkpoint")
+    profile = resolve_profile("x86-avx2")
+    refused = None
+    try:
+        result = export_bundle(checkpoint, profile, args.work / "bundle", kg=kg, overwrite=True)
+    except ExportValidationError as err:  # record it, then export anyway so that serving can be measured
+        refused = str(err)
+        marks("refused")
+        relaxed = replace(profile.validation, min_topk_overlap=0.0, max_mrr_drop=1.0)
+        result = export_bundle(checkpoint, replace(profile, validation=relaxed), args.work / "bundle", kg=kg,
+                               overwrite=True)
+    marks("exported")
+    return {"profile": "x86-avx2", "refused_by_validation": refused, "validation": result.manifest["validation"],
+            "sizes": result.manifest["sizes"], "files": {k: v["bytes"] for k, v in result.manifest["files"].items()}}
+
+
+def stage_runtime(args: argparse.Namespace, marks: Marks) -> dict[str, object]:
+    import numpy as np
+
+    from kgedge.runtime import EdgeModel
+    from kgedge.runtime.bundle import read_bundle
+    from kgedge.runtime.session import SessionSettings
+
+    marks("imported")
+    before = rss_mib()
+    # EdgeModel.load, step by step: verified files in memory, then the onnxruntime session
+    bundle = read_bundle(args.work / "bundle")
+    marks("read_bundle")
+    in_memory = {"model_onnx": len(bundle.model), "known_index": bundle.known.keys.nbytes
+                 + bundle.known.offsets.nbytes + bundle.known.tails.nbytes,
+                 "entity_types": bundle.entity_types.nbytes,
+                 "entity_names": sum(sys.getsizeof(name) for name in bundle.entities)}
+    model = EdgeModel(bundle, SessionSettings.from_manifest(bundle.manifest["session"], str(bundle.source)))
+    marks("session")
+    del bundle  # what EdgeModel.load returns holds no reference to the file bytes
+    marks("loaded")
+    after_load = rss_mib()
+    rng = np.random.default_rng(0)
+    users = [name for name in model.entities[-1000:] if name.startswith("user_")][:200]
+    latencies = []
+    for user in users:  # recommendations, seen items excluded: the device's query
+        started = time.perf_counter()
+        model.recommend(user, k=10)
+        latencies.append(time.perf_counter() - started)
+    heads = rng.integers(0, model.num_entities, 256)
+    relations = rng.integers(0, 2 * model.num_relations, 256)
+    started = time.perf_counter()
+    model.topk(heads, relations, 10)
+    batch_s = time.perf_counter() - started
+    marks("queried")
+    manifest = model.manifest
+    table_bytes = int(manifest["sizes"]["table_bytes"])
+    after_queries = rss_mib()
+    return {
+        "table_bytes": table_bytes, "bundle_bytes": manifest["sizes"]["bundle_bytes"], "in_memory_bytes": in_memory,
+        "rss_before_load_mib": round(before, 1), "rss_after_load_mib": round(after_load, 1),
+        "rss_after_queries_mib": round(after_queries, 1),
+        "load_rss_delta_over_table": round((after_load - before) * MiB / table_bytes, 2),
+        "query_rss_delta_over_table": round((after_queries - before) * MiB / table_bytes, 2),
+        "fp32_table_mib": round(model.num_entities * manifest["model"]["dim"] * 2 * 4 / MiB, 1),
+        "recommend_p50_ms": round(1000 * float(np.median(latencies)), 2),
+        "recommend_p95_ms": round(1000 * float(np.percentile(latencies, 95)), 2),
+        "topk_batch256_ms": round(1000 * batch_s, 1), "threads": model.settings.intra_op_threads,
+    }
+
+
+STAGE_FUNCTIONS = {"generate": stage_generate, "load": stage_load, "probe": stage_probe, "teacher": stage_teacher,
+                   "distill": stage_distill, "export": stage_export, "runtime": stage_runtime}
+
+
+def run_child(args: argparse.Namespace) -> None:
+    marks = Marks()
+    stage = args.stage.split(":")[0]
+    figures = STAGE_FUNCTIONS[stage](args, marks)
+    name = f"probe:{args.probe}" if stage == "probe" else stage
+    report = {"stage": name, "seconds": round(time.perf_counter() - marks.start, 1),
+              "peak_rss_mib": round(peak_rss_mib(), 1), "marks": marks.points, **figures}
+    Path(args.report).write_text(json.dumps(report, indent=2, default=float))
+
+
+# -- driver --------------------------------------------------------------------------------------
+
+def run_stage(args: argparse.Namespace, stage: str, extra: list[str]) -> dict[str, object]:
+    report = args.work / f"stage-{stage.replace(':', '-')}.json"
+    report.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", stage.split(":")[0], "--report", str(report),
+               "--work", str(args.work), "--entities", str(args.entities), *extra, *_forwarded(args)]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        return {"stage": stage, "failed": f"exit code {done.returncode}", "wall_s": round(wall, 1)}
+    result = json.loads(report.read_text())
+    result["wall_s"] = round(wall, 1)  # with interpreter start and imports
+    print(json.dumps({k: result[k] for k in ("stage", "wall_s", "peak_rss_mib")}), flush=True)
+    return result
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    names = ("mean_purchases", "teacher_dim", "student_dim", "teacher_batch", "distill_batch", "negatives",
+             "teacher_seconds", "distill_seconds", "valid_triples", "threads")
+    return [x for name in names for x in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+
+
+def _markdown(args: argparse.Namespace, stages: list[dict[str, object]]) -> str:
+    by = {s["stage"]: s for s in stages}
+    rows = [{"stage": s["stage"], "wall_s": s.get("wall_s"), "stage_s": s.get("seconds"),
+             "peak_rss_mib": s.get("peak_rss_mib"), "note": s.get("failed", "")} for s in stages]
+    lines = [f"# The {args.entities:,}-entity pipeline on one machine", "",
+             "Each stage in its own process: `wall_s` includes the interpreter and imports, `stage_s` is the "
+             "stage's own work, `peak_rss_mib` its peak resident memory (ru_maxrss). Shared 2-core machine.", "",
+             markdown_table(rows), ""]
+    if "generate" in by and "train" in by["generate"]:
+        g = by["generate"]
+        lines += [f"Data: {g['triples']:,} triples ({g['train']:,} train / {g['valid']:,} valid / {g['test']:,} test), "
+                  f"mean_purchases={args.mean_purchases}.", ""]
+    if "load" in by and "load_kg_s" in by["load"]:
+        lo = by["load"]
+        lines += [f"`load_kg`: {lo['load_kg_s']} s, then {lo['filter_index_s']} s for the filter index of "
+                  f"{lo['known_pairs']:,} known triples (both directions).", ""]
+    probes = [s for s in stages if str(s["stage"]).startswith("probe") and "seconds_per_step" in s]
+    if probes:
+        lines += ["Training step at this entity count (random queries, ComplEx, Adagrad, dense table update):", "",
+                  markdown_table([{k: p[k] for k in ("loss", "batch", "negatives", "dim", "seconds_per_step",
+                                                     "queries_per_s", "peak_rss_mib")} for p in probes]), ""]
+    for name in ("teacher", "distill"):
+        if name in by and "steps" in by[name]:
+            s = by[name]
+            valid = s["valid"] or {}
+            lines += [f"{name}: {s['steps']} steps of batch {s['batch']} in a {s['budget_s']} s budget "
+                      f"({s['queries_per_s']} queries/s), stopped by {s['stop_reason']}; valid MRR "
+                      f"{valid.get('mrr', float('nan')):.4f} on {valid.get('num_queries', 0)} queries "
+                      f"(validation {s['validation_s']} s).", ""]
+    if "export" in by and "validation" in by["export"]:
+        v = by["export"]["validation"]
+        if by["export"].get("refused_by_validation"):
+            lines += [f"export refused by the profile's validation: {by['export']['refused_by_validation']} "
+                      "(exported again with the thresholds off, to measure serving).", ""]
+        lines += [f"export (x86-avx2): {v['probe_queries']} probe queries, max |torch - fp32 ONNX| "
+                  f"{v['max_abs_score_diff']:.2e}, top-{v['topk']} overlap int8/fp32 {v['topk_overlap']:.4f}, "
+                  f"test MRR torch {v['mrr_torch']:.4f} / fp32 {v['mrr_fp32']:.4f} / int8 {v['mrr_export']:.4f} "
+                  f"on {v['evaluated_triples']} test triples; sizes {by['export']['sizes']}.", ""]
+    if "runtime" in by and "table_bytes" in by["runtime"]:
+        r = by["runtime"]
+        lines += [f"runtime: int8 table {r['table_bytes'] / MiB:.1f} MiB (fp32 would be {r['fp32_table_mib']} MiB); "
+                  f"RSS {r['rss_before_load_mib']} MiB before `EdgeModel.load`, {r['rss_after_load_mib']} MiB after, "
+                  f"{r['rss_after_queries_mib']} MiB after queries (growth = {r['load_rss_delta_over_table']}x / "
+                  f"{r['query_rss_delta_over_table']}x the table bytes); recommend p50 {r['recommend_p50_ms']} ms, "
+                  f"p95 {r['recommend_p95_ms']} ms at {r['threads']} thread(s); top-10 of 256 queries "
+                  f"{r['topk_batch256_ms']} ms.", "",
+                  "RSS along `EdgeModel.load` (MiB): " + ", ".join(
+                      f"{k} {v['rss_mib']}" for k, v in r["marks"].items()) + "; bytes held: "
+                  + ", ".join(f"{k} {v / MiB:.1f} MiB" for k, v in r["in_memory_bytes"].items()) + ".", ""]
+    lines += ["Produced by `python benchmarks/scale_1m.py`; figures in the JSON beside this file."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", dest="stage", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--report", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--probe", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "scale_1m")
+    parser.add_argument("--name", default="scale_1m", help="results file name under benchmarks/results/")
+    parser.add_argument("--entities", type=int, default=1_000_000)
+    parser.add_argument("--mean-purchases", type=float, default=15.0)
+    parser.add_argument("--teacher-dim", type=int, default=64)
+    parser.add_argument("--student-dim", type=int, default=32)
+    parser.add_argument("--teacher-batch", type=int, default=32768)
+    parser.add_argument("--negatives", type=int, default=16, help="nssa negatives per query (teacher, student)")
+    parser.add_argument("--distill-batch", type=int, default=1024)
+    parser.add_argument("--teacher-seconds", type=float, default=600.0)
+    parser.add_argument("--distill-seconds", type=float, default=300.0)
+    parser.add_argument("--valid-triples", type=int, default=1000, help="validation triples at the end of training")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument("--stages", nargs="+", default=["generate", "load", "probe", "teacher", "distill", "export",
+                                                        "runtime"])
+    args = parser.parse_args()
+    if args.stage:
+        run_child(args)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    stages: list[dict[str, object]] = []
+    for stage in args.stages:
+        if stage == "probe":
+            stages += [run_stage(args, f"probe:{p}", ["--probe", p]) for p in PROBES]
+            continue
+        stages.append(run_stage(args, stage, []))
+        if "failed" in stages[-1]:
+            break
+    payload = {"machine": machine(), "load_average_end": os.getloadavg(), "settings": {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("stage", "report", "probe")},
+        "stages": stages}
+    write_results(args.name, payload, _markdown(args, stages))
+
+
+if __name__ == "__main__":
+    main()
