@@ -65,7 +65,7 @@ def distill(
     dim: int = typer.Option(24, "--dim", help="Student dimension (8-64 typical)."),
     out: Path = typer.Option(..., "--out", help="Student checkpoint to write."),
     alpha: float = typer.Option(1.0, "--alpha", help="Weight of the soft (KL) loss."),
-    temperature: float = typer.Option(2.0, "--temperature", help="Softmax temperature T."),
+    temperature: float = typer.Option(4.0, "--temperature", help="Softmax temperature T."),
     epochs: int = typer.Option(200, "--epochs", help="Most epochs (early stopping on validation MRR)."),
     init: str = typer.Option("teacher", "--init", help="teacher (SVD projection of its tables) or random."),
     adaptive: bool = typer.Option(False, "--adaptive", help="DualDE-style per-query soft/hard weighting."),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 STEP_SETTINGS: dict[str, dict[str, object]] = {
     # kind -> allowed settings and their defaults
-    "distill": {"student": "auto", "dim": 24, "epochs": 200, "alpha": 1.0, "temperature": 2.0,
+    "distill": {"student": "auto", "dim": 24, "epochs": 200, "alpha": 1.0, "temperature": 4.0,
                 "init": "teacher", "candidates": "auto", "hint_weight": 0.0, "adaptive": False, "lr": None},
     "prune_dims": {"keep": 16, "epochs": 50, "lr": None},
     "prune_magnitude": {"sparsity": 0.5, "threshold": None, "epochs": 20, "lr": None},
