@@ -55,13 +55,15 @@ def _test_row(kg, model, row: dict[str, object]) -> dict[str, object]:  # noqa: 
     return row
 
 
-def train_row(data: str, model: str, dim: int, max_time: float = 0.0, batch_size: int | None = None) -> dict[str, object]:
+def train_row(data: str, model: str, dim: int, max_time: float = 0.0, batch_size: int | None = None,
+              lr: float | None = None) -> dict[str, object]:
     kg = load_data(data)
     config = ModelConfig(model=model, num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim,
                          **default_model_options(model))
-    train = default_train_config(model, max_time_s=max_time or None, batch_size=batch_size)
+    train = default_train_config(model, max_time_s=max_time or None, batch_size=batch_size, lr=lr)
     result = train_model(kg, config, train)
-    row: dict[str, object] = {"data": data, "kind": "graph" if model in GRAPH else "kge", "model": model, "dim": dim}
+    row: dict[str, object] = {"data": data, "kind": "graph" if model in GRAPH else "kge", "model": model, "dim": dim,
+                              "lr": train.lr, "optimizer": train.optimizer}
     _test_row(kg, result.model, row)
     row.update({"train_s": round(result.train_seconds, 1), "epochs": result.epochs_run, "stop": result.stop_reason})
     if isinstance(result.model, GraphEncoderModel):
@@ -139,8 +141,8 @@ def report(rows: list[dict[str, object]], wordnet: list[dict[str, object]], dim:
                   "Full-graph encoding once per optimizer step, 1-N cross entropy over all 40,943 entities, "
                   "batch 1000, stopped by the time budget (`TrainConfig.max_time_s`); a KG-embedding model "
                   "under the same budget as reference.", "",
-                  table(wordnet, ("model", "dim", "mrr", "hits_at_1", "hits_at_10", "train_s", "epochs", "stop",
-                                  "encode_s"))]
+                  table(wordnet, ("model", "dim", "optimizer", "lr", "mrr", "hits_at_1", "hits_at_10", "train_s",
+                                  "epochs", "stop", "encode_s"))]
     return summary, "\n".join(lines)
 
 
@@ -154,6 +156,7 @@ def main() -> None:
                         help="a graph encoder, or a KG-embedding model as a reference row")
     parser.add_argument("--wordnet-dim", type=int, default=128)
     parser.add_argument("--wordnet-budget", type=float, default=1200.0, help="training budget in seconds")
+    parser.add_argument("--wordnet-lr", type=float, default=None, help="learning rate (model default if unset)")
     parser.add_argument("--wordnet-only", action="store_true", help="only the wordnet-rr row (merged into the results)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the Markdown from the saved JSON")
     parser.add_argument("--fine-tune", type=int, default=10, help="epochs of the fine-tuned MF row")
@@ -176,8 +179,9 @@ def main() -> None:
             rows += [embed_row("demo", method, 64) for method in EMBEDDINGS]
             rows.append(embed_row("demo", "mf", 64, fine_tune=args.fine_tune))
     if (args.wordnet or args.wordnet_only) and not args.report_only:
-        row = train_row("wordnet-rr", args.wordnet_model, args.wordnet_dim, args.wordnet_budget, batch_size=1000)
-        wordnet = [w for w in wordnet if w["model"] != args.wordnet_model] + [row]
+        row = train_row("wordnet-rr", args.wordnet_model, args.wordnet_dim, args.wordnet_budget, batch_size=1000,
+                        lr=args.wordnet_lr)
+        wordnet = [w for w in wordnet if (w["model"], w.get("lr")) != (row["model"], row["lr"])] + [row]
     dim, threads = (previous["dim"], previous["machine"]["torch_threads"]) if previous else (args.dim, args.threads)
     summary, markdown = report(rows, wordnet, dim, threads)
     payload = {"machine": previous.get("machine", _machine(args.threads)), "dim": dim, "rows": rows,
