@@ -99,7 +99,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_setup(name: str, scenario: dict[str, object], processes: int, threads: int, seconds: float) -> dict[str, object]:
+def run_setup(
+    name: str, scenario: dict[str, object], processes: int, threads: int, seconds: float
+) -> dict[str, object]:
     out = CACHE / f"result-{processes}x{threads}.json"
     out.unlink(missing_ok=True)
     worker_args = ["--worker", "--json", str(out), "--threads", str(threads), "--seconds", str(seconds),

@@ -39,6 +39,9 @@ Not implemented, and the routes beyond:
 * ``nssa`` with sparse gradients: only the batch's rows and negatives would be all-reduced and
   updated. It needs a model path that scores through ``nn.Embedding(sparse=True)`` (the models
   index the weight directly), Adagrad or SparseAdam, and gloo (NCCL has no sparse all-reduce).
+  Today every table lookup's backward builds a dense ``N × W`` gradient: at 1M × 128 an ``nssa``
+  step costs ~10 s on 2 cores for a batch of 8192 or of 32768 alike (``benchmarks/scale_1m.py``),
+  so this, not the all-reduce, is the first thing to fix for negative sampling at scale.
 * Row-sharded tables with the 1-N loss (Megatron's vocabulary-parallel cross entropy): each rank
   holds ``N / P`` rows, computes its slice of the logits, and the softmax needs one all-reduce of the
   row max and of the sum of exponentials; head rows are all-gathered. Memory ``N / P`` per rank.
