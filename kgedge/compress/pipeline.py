@@ -13,9 +13,10 @@ import torch
 
 from kgedge.compress.distill import DistillConfig, DistillationLoss
 from kgedge.compress.init import init_student_from_teacher
+from kgedge.compress.lowrank import factorize_entities, is_factored
 from kgedge.compress.prune import finish_pruning, magnitude_prune, prune_dimensions
 from kgedge.compress.qat import enable_qat, finish_qat
-from kgedge.compress.recipe import Recipe, Step
+from kgedge.compress.recipe import DENSE_ONLY, Recipe, Step
 from kgedge.compress.size import table_bytes
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
@@ -74,6 +75,12 @@ def _fine_tune(
     return train_model(kg, model.config, config, model=model, loss_hook=hook).model
 
 
+def _low_rank(model: KGModel, rank: int, bits: int | None) -> KGModel | None:
+    """``model`` with its entity table factored to ``rank``, or None when that stores no fewer bytes at ``bits``."""
+    factored = factorize_entities(model, rank)
+    return factored if table_bytes(factored, bits) < table_bytes(model, bits) else None
+
+
 def run_recipe(
     teacher: KGModel,
     kg: KnowledgeGraph,
@@ -89,6 +96,10 @@ def run_recipe(
     result = CompressResult(model=teacher, teacher=teacher_metrics)
     student: KGModel | None = None
     distill = DistillConfig()
+
+    def bits() -> int | None:  # the table bits that bytes are reported at
+        return result.bits if result.bits is not None else (None if recipe.export_bits == 32 else recipe.export_bits)
+
     for number, step in enumerate(recipe.steps, start=1):
         started = time.perf_counter()
         s, note = step.settings, ""
@@ -110,19 +121,28 @@ def run_recipe(
             if student is None:  # compressing the teacher itself (e.g. QAT or pruning only)
                 student = build(teacher.config)
                 student.load_state_dict(teacher.state_dict())
+            if step.kind in DENSE_ONLY and is_factored(student):
+                raise ValueError(f"step {number} ({step.kind}) needs a dense entity table; the model's is factored "
+                                 "(lowrank): prune before factoring")
             if step.kind == "prune_dims":
                 student = _fine_tune(prune_dimensions(student, int(s["keep"])), teacher, kg, step, distill, seed, max_time_s)
             elif step.kind == "prune_magnitude":
                 sparsity = magnitude_prune(student, s["sparsity"] if s["threshold"] is None else None, s["threshold"])
                 student = finish_pruning(_fine_tune(student, teacher, kg, step, distill, seed, max_time_s))
                 note = f"sparsity {sparsity:.0%}: zeros are stored densely, no bytes or time saved at export"
+            elif step.kind == "lowrank":
+                factored = _low_rank(student, int(s["rank"]), bits())
+                if factored is None:
+                    note = f"rank {s['rank']} stores no fewer bytes than the table as it is: kept, not fine-tuned"
+                else:
+                    student = _fine_tune(factored, teacher, kg, step, distill, seed, max_time_s)
+                    note = f"entity table as U {tuple(student.entity.u.shape)} · V {tuple(student.entity.v.shape)}"
             elif step.kind == "qat":
                 result.bits = int(s["bits"])
                 student = finish_qat(_fine_tune(enable_qat(student, result.bits), teacher, kg, step, distill, seed, max_time_s))
         assert student is not None
         metrics = _test_metrics(student, kg)
-        bits = result.bits if result.bits is not None else (None if recipe.export_bits == 32 else recipe.export_bits)
-        size = table_bytes(student, bits)
+        size = table_bytes(student, bits())
         report = StepReport(
             step=f"{number}:{step.kind}", model=student.config.model, dim=student.config.dim,
             parameters=sum(p.numel() for p in student.parameters()), bytes=size,

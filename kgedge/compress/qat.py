@@ -2,7 +2,8 @@
 
 The forward pass sees exactly ``kgedge.quantization``'s per-row symmetric scheme (the exporter's);
 the backward pass treats rounding as identity. Implemented as a torch parametrization of the entity
-and relation tables, so every model (and its ``score_all_tails``) trains on quantized tables unchanged.
+and relation tables (of ``U`` for a factored entity table: what the exporter stores), so every model
+(and its ``score_all_tails``) trains on quantized tables unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from kgedge.models import KGModel
+from kgedge.models.factored import LowRankEmbedding
 from kgedge.quantization import qmax
 
 
@@ -37,17 +39,24 @@ class FakeQuantize(nn.Module):
         return fake_quantize_rows(table, self.bits)
 
 
+def _stored_tables(model: KGModel) -> list[tuple[nn.Module, str]]:
+    """``(module, parameter name)`` of each table the exporter quantizes: for a factored (low-rank)
+    entity table that is ``U``, not the product ``U · V`` (``V`` is exported in float32)."""
+    entity = (model.entity, "u") if isinstance(model.entity, LowRankEmbedding) else (model.entity, "weight")
+    return [entity, (model.relation, "weight")]
+
+
 def enable_qat(model: KGModel, bits: int) -> KGModel:
     """Fake-quantize ``model``'s entity and relation tables from now on (in place)."""
-    for module in (model.entity, model.relation):
-        if not parametrize.is_parametrized(module, "weight"):
-            parametrize.register_parametrization(module, "weight", FakeQuantize(bits))
+    for module, name in _stored_tables(model):
+        if not parametrize.is_parametrized(module, name):
+            parametrize.register_parametrization(module, name, FakeQuantize(bits))
     return model
 
 
 def finish_qat(model: KGModel) -> KGModel:
     """Bake the quantized values into plain tables (what gets saved and exported), in place."""
-    for module in (model.entity, model.relation):
-        if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for module, name in _stored_tables(model):
+        if parametrize.is_parametrized(module, name):
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return model

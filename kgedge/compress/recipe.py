@@ -1,4 +1,4 @@
-"""Compression recipes: TOML files that chain steps (distill -> prune dims -> QAT ...).
+"""Compression recipes: TOML files that chain steps (distill -> prune dims -> lowrank -> QAT ...).
 
 A recipe is data: ``[[steps]]`` tables with a ``kind`` and that kind's settings. Unknown kinds or
 settings are refused with the step number, the name and what is allowed.
@@ -17,7 +17,11 @@ STEP_SETTINGS: dict[str, dict[str, object]] = {
     "prune_dims": {"keep": 16, "epochs": 50, "lr": None},
     "prune_magnitude": {"sparsity": 0.5, "threshold": None, "epochs": 20, "lr": None},
     "qat": {"bits": 8, "epochs": 30, "lr": None},
+    # entity table E ≈ U·V by truncated SVD, then fine-tune U and V (kept dense when not smaller)
+    "lowrank": {"rank": 16, "epochs": 50, "lr": None},
 }
+# steps that rewrite the dense entity table's columns or weights: meaningless once it is factored
+DENSE_ONLY = ("prune_dims", "prune_magnitude")
 
 
 class RecipeError(ValueError):
@@ -47,7 +51,7 @@ class Recipe:
         steps_raw = raw.get("steps")
         if not isinstance(steps_raw, list) or not steps_raw:
             raise RecipeError(f"{source}: a recipe needs at least one [[steps]] table")
-        steps = []
+        steps, factored = [], False
         for number, step in enumerate(steps_raw, start=1):
             kind = step.get("kind") if isinstance(step, dict) else None
             if not isinstance(kind, str) or kind not in STEP_SETTINGS:  # a list kind is unhashable
@@ -58,6 +62,10 @@ class Recipe:
                 raise RecipeError(
                     f"{source}: step {number} ({kind}) unknown setting(s) {', '.join(extra)}; allowed: {', '.join(defaults)}"
                 )
+            if kind in DENSE_ONLY and factored:
+                raise RecipeError(f"{source}: step {number} ({kind}) follows a lowrank step; {', '.join(DENSE_ONLY)} "
+                                  "need a dense entity table: put them before lowrank")
+            factored = kind == "lowrank" or (factored and kind != "distill")  # distill starts a dense student
             steps.append(Step(kind, {**defaults, **{k: v for k, v in step.items() if k != "kind"}}))
         bits = raw.get("export_bits", 8)
         if bits not in (4, 7, 8, 32):

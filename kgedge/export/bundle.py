@@ -27,7 +27,7 @@ from kgedge.data.kg import KnowledgeGraph
 from kgedge.export.graph import INPUTS, OUTPUTS, GraphSpec, build_graph
 from kgedge.export.profile import ExportProfile, cpu_supports, resolve_profile
 from kgedge.export.validate import ValidationReport, onnx_scorer, probe_queries, session_for, validate_export
-from kgedge.quantization import stored_bytes
+from kgedge.models.factored import LowRankEmbedding
 from kgedge.train.checkpoint import Checkpoint
 from kgedge.train.scorer import model_scorer
 
@@ -52,10 +52,12 @@ class ExportResult:
 
 
 def graph_spec(checkpoint: Checkpoint) -> GraphSpec:
-    """The numpy tables of a model, as the graph builder wants them."""
+    """The numpy tables of a model, as the graph builder wants them (``U`` and ``V`` when factored)."""
     model = checkpoint.model
+    factored = isinstance(model.entity, LowRankEmbedding)
     with torch.no_grad():
-        entity = model.entity_table().detach().cpu().float().numpy()
+        entity = (model.entity.u if factored else model.entity_table()).detach().cpu().float().numpy()
+        basis = model.entity.v.detach().cpu().float().numpy() if factored else None
         relation = model.relation.weight.detach().cpu().float().numpy()
     return GraphSpec(
         model=checkpoint.config.model,
@@ -64,6 +66,7 @@ def graph_spec(checkpoint: Checkpoint) -> GraphSpec:
         relation_table=relation,
         entity_types=np.asarray(checkpoint.vocab.entity_types, dtype=np.int64),
         num_types=len(checkpoint.vocab.type_names),
+        entity_basis=basis,
     )
 
 
@@ -137,7 +140,7 @@ def export_bundle(
                              heads, relations, kg, profile.quantized,
                              max_eval_triples=max(100, min(5000, EVAL_CELLS // max(n, 1))))
     bits = profile.table_bits if profile.quantized else None
-    table_bytes = stored_bytes(n, spec.entity_table.shape[1], bits) + stored_bytes(*spec.relation_table.shape, bits)
+    table_bytes = spec.table_bytes(bits)  # a factored table's basis V included
 
     with atomic_directory(Path(out), overwrite=overwrite) as tmp:
         (tmp / "model.onnx").write_bytes(model.SerializeToString())

@@ -14,6 +14,9 @@ Top-k happens inside the graph, so the device never handles a full score row. La
    * ``dequantize``: int8 storage, the table dequantized on every query (kept for measuring only).
    Distance models (TransE, RotatE) rank by ``2 q·t - |t|²`` (the squared distance up to ``|q|²``),
    with ``|t|²`` precomputed from the stored table, and report ``-sqrt(|q|² - that)`` for the top k.
+   A factored (low-rank) entity table ``E = U · V`` stores ``U`` as the table above (``[r, N]``) and
+   ``V`` ``[r, W]`` in float32: the head row is ``U[h] · V``, and the query is projected to
+   ``q · Vᵀ`` (width r) before the all-entity product, so scoring costs ``W·r + N·r`` instead of ``N·W``.
    Why hand-written rather than onnxruntime's ``quantize_dynamic``: it turns a Gather table into one
    per-tensor asymmetric uint8 table whatever ``per_channel`` says, which loses the per-row scales
    that QAT trains for, and it cannot share one table between the row Gather and the all-entity
@@ -33,7 +36,7 @@ import onnx
 from kgedge.export.builder import BOOL, FLOAT, INT64, GraphBuilder, tensor_input
 from kgedge.export.profile import ExportProfile
 from kgedge.export.queries import resolve_query
-from kgedge.quantization import dequantize_rows, quantize_rows
+from kgedge.quantization import dequantize_rows, quantize_rows, stored_bytes
 
 INPUTS = ("head", "relation", "k", "allowed_types", "exclude")
 OUTPUTS = ("ids", "scores")
@@ -48,10 +51,12 @@ class GraphSpec:
     Attributes:
         model: registry name of the model (selects the query function).
         interaction: ``dot`` or ``l2``.
-        entity_table: shape ``(N, W)`` float32.
+        entity_table: the stored (quantized) entity table: shape ``(N, W)`` float32, or ``U``
+            ``(N, r)`` when the table is factored.
         relation_table: shape ``(2R, Wr)`` float32 (reciprocals included).
         entity_types: shape ``(N,)`` type ids.
         num_types: length of the ``allowed_types`` input.
+        entity_basis: ``V``, shape ``(r, W)`` float32, of a factored table ``E = U · V``; None when dense.
     """
 
     model: str
@@ -60,14 +65,32 @@ class GraphSpec:
     relation_table: np.ndarray
     entity_types: np.ndarray
     num_types: int
+    entity_basis: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        """``W``: reals per entity row (and per query), factored or not."""
+        return int((self.entity_basis if self.entity_basis is not None else self.entity_table).shape[1])
+
+    def table_bytes(self, bits: int | None) -> int:
+        """Bytes of the stored tables at ``bits`` (None: float32); ``V`` is always float32."""
+        total = stored_bytes(*self.entity_table.shape, bits) + stored_bytes(*self.relation_table.shape, bits)
+        return total + (stored_bytes(*self.entity_basis.shape, None) if self.entity_basis is not None else 0)
 
 
 def stored_tables(spec: GraphSpec, profile: ExportProfile) -> tuple[np.ndarray, np.ndarray]:
-    """The tables as the device will see them (dequantized when the profile quantizes)."""
+    """The tables as the device will see them (dequantized when the profile quantizes); ``U`` when factored."""
     if not profile.quantized:
         return spec.entity_table.astype(np.float32), spec.relation_table.astype(np.float32)
     return (dequantize_rows(*quantize_rows(spec.entity_table, profile.table_bits)),
             dequantize_rows(*quantize_rows(spec.relation_table, profile.table_bits)))
+
+
+def candidate_rows(spec: GraphSpec, profile: ExportProfile) -> np.ndarray:
+    """The entity rows the device scores against, shape ``(N, W)`` float64: the stored table, or the
+    stored ``U`` (dequantized) times ``V`` when factored."""
+    entity_rows = stored_tables(spec, profile)[0].astype(np.float64)
+    return entity_rows if spec.entity_basis is None else entity_rows @ spec.entity_basis.astype(np.float64)
 
 
 def pack_int4(codes_t: np.ndarray) -> np.ndarray:
@@ -207,13 +230,18 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     query_fn = resolve_query(spec.model)
     g = GraphBuilder()
     h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation")
-    q = query_fn(g, h, r, spec.entity_table.shape[1])
-    scores, q_scale = _products(g, profile, q, table_t, e_scale, emulate)
+    basis = None
+    if spec.entity_basis is not None:  # factored: rows of U are coordinates in the basis V
+        basis = g.const(np.ascontiguousarray(spec.entity_basis.astype(np.float32)), "entity_basis")
+        h = g.op("MatMul", h, basis)
+    q = query_fn(g, h, r, spec.width)
+    # q · (U[t] · V) = (q · Vᵀ) · U[t]: one [B, W] x [W, r] product, then the table's
+    q_stored = q if basis is None else g.op("Gemm", q, basis, transB=1)
+    scores, q_scale = _products(g, profile, q_stored, table_t, e_scale, emulate)
     if q_scale is not None and spec.interaction == "l2":  # the norms need true products
         scores, q_scale = g.op("Mul", scores, q_scale), None
     if spec.interaction == "l2":
-        entity_rows, _ = stored_tables(spec, profile)
-        norms = g.const((entity_rows.astype(np.float64) ** 2).sum(1).astype(np.float32), "entity_sq_norms")
+        norms = g.const((candidate_rows(spec, profile) ** 2).sum(1).astype(np.float32), "entity_sq_norms")
         scores = g.op("Sub", g.op("Mul", scores, g.const(np.float32(2.0))), norms)
     minus_inf = g.const(np.float32(-np.inf))
     scores = g.op("Add", scores, _type_bias(g, spec, minus_inf))

@@ -13,6 +13,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from kgedge.models.factored import LowRankEmbedding, entity_rank
+
 Interaction = Literal["dot", "l2"]
 
 
@@ -66,9 +68,15 @@ class KGModel(nn.Module):
         super().__init__()
         self.config = config
         width = self.entity_width
-        self.entity = nn.Embedding(config.num_entities, width)
+        rank = entity_rank(config.options)
+        self.entity: nn.Embedding | LowRankEmbedding
+        if rank is None:
+            self.entity = nn.Embedding(config.num_entities, width)
+        else:  # low-rank compressed, E = U · V (kgedge.compress.lowrank); initialised by its own rule
+            self.entity = LowRankEmbedding(config.num_entities, width, rank, config.init_scale)
         self.relation = nn.Embedding(config.num_relations, self.relation_width)
-        nn.init.normal_(self.entity.weight, std=config.init_scale)
+        if rank is None:
+            nn.init.normal_(self.entity.weight, std=config.init_scale)
         nn.init.normal_(self.relation.weight, std=config.init_scale)
         self.drop = nn.Dropout(config.dropout)
 
