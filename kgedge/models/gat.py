@@ -104,8 +104,8 @@ class GAT(GraphEncoderModel):
             )
         return GATLayer(self.entity_width, self.config.num_relations, opts.num_heads, opts.negative_slope)
 
-    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor) -> GATGraph:
-        n, heads = self.config.num_entities, self.opts.num_heads  # type: ignore[attr-defined]
+    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor, num_nodes: int | None = None) -> GATGraph:
+        n, heads = (num_nodes or self.config.num_entities), self.opts.num_heads  # type: ignore[attr-defined]
         loops = torch.arange(n, device=src.device)
         src = torch.cat([src, loops])
         dst = torch.cat([dst, loops])

@@ -57,8 +57,8 @@ class GCN(GraphEncoderModel):
     def make_layer(self, index: int) -> nn.Module:
         return GCNLayer(self.entity_width)
 
-    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor) -> GCNGraph:
-        n = self.config.num_entities
+    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor, num_nodes: int | None = None) -> GCNGraph:
+        n = (num_nodes or self.config.num_entities)
         degree = torch.bincount(dst, minlength=n).to(torch.float32) + 1.0  # + the self loop
         inv_sqrt = degree.rsqrt()
         return GCNGraph(

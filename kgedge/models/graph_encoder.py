@@ -7,9 +7,11 @@ losses, evaluation and checkpoints therefore work unchanged. The graph is stored
 size is ``config.options["num_edges"]``, so a checkpoint reloads with ``build(config)`` and
 ``load_state_dict(strict=True)``; :func:`attach_graph` fills (and if needed resizes) them.
 
-Encoding is full-graph: one pass per optimizer step serves the whole batch (the table is cached
-until the parameters change or the backward pass has consumed it) and one pass serves a whole
-evaluation. :func:`materialized_checkpoint` turns a trained model into the plain decoder model,
+Encoding is full-graph by default: one pass per optimizer step serves the whole batch (the table is
+cached until the parameters change or the backward pass has consumed it) and one pass serves a whole
+evaluation. With ``fanouts`` set, training with a negative-sampling loss encodes only the rows a
+batch touches, over neighbour-sampled subgraphs (:mod:`kgedge.models.sampling`), for graphs too big
+to encode every step; evaluation and export still encode the full graph. :func:`materialized_checkpoint` turns a trained model into the plain decoder model,
 which is what is exported to ONNX and distilled: the device never runs message passing.
 """
 
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.models.base import KGModel, ModelConfig
 from kgedge.models.decoders import DECODERS, Decoder, resolve_decoder
+from kgedge.models.sampling import NeighbourSampler
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,9 @@ class GraphOptions:
             decoder alone; without it, a KG's many low-degree entities are over-smoothed.
         num_edges: edges of the stored graph (train triples and reciprocals); set by
             :func:`attach_graph`, read back from checkpoints.
+        fanouts: in-edges sampled per node and layer during training, outermost hop last (e.g.
+            ``[10, 10]`` for two layers); empty = full-graph training. Sampling applies to the
+            ``nssa`` loss: the 1-N losses score every entity, which needs the whole table anyway.
     """
 
     decoder: str = "distmult"
@@ -53,8 +59,16 @@ class GraphOptions:
     hidden_dropout: float = 0.1
     residual: bool = True
     num_edges: int = 0
+    fanouts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.fanouts, list):  # JSON (checkpoints, CLI) gives lists
+            object.__setattr__(self, "fanouts", tuple(self.fanouts))
+        if (not isinstance(self.fanouts, tuple)
+                or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in self.fanouts)
+                or len(self.fanouts) not in (0, self.num_layers)):
+            raise ValueError(f"options.fanouts={self.fanouts!r}; allowed: empty (full graph) or one integer >= 1 "
+                             f"per layer ({self.num_layers})")
         if str(self.decoder).lower() not in DECODERS:
             raise ValueError(f"options.decoder={self.decoder!r}; allowed: {', '.join(DECODERS)}")
         if not isinstance(self.num_layers, int) or not 1 <= self.num_layers <= 8:
@@ -105,6 +119,9 @@ class GraphEncoderModel(KGModel):
         self._graph: object = None
         self._table_key: tuple[object, ...] | None = None
         self._table: Tensor | None = None
+        self._sampler_key: tuple[int, ...] | None = None
+        self._sampler: NeighbourSampler | None = None
+        self._warned_full = False
 
     @property
     def relation_width(self) -> int:
@@ -114,8 +131,12 @@ class GraphEncoderModel(KGModel):
         """Layer ``index``: a module ``(x (N, W), graph) -> (N, W)``."""
         raise NotImplementedError
 
-    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor) -> object:
-        """What the layers need from the edges ``src -> dst`` of relation ``rel`` (each shape ``(E,)``)."""
+    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor, num_nodes: int | None = None) -> object:
+        """What the layers need from the edges ``src -> dst`` of relation ``rel`` (each shape ``(E,)``).
+
+        Args:
+            num_nodes: nodes of the graph (a sampled subgraph's); default ``config.num_entities``.
+        """
         raise NotImplementedError
 
     def set_graph(self, edge_index: Tensor, edge_type: Tensor) -> None:
@@ -152,14 +173,41 @@ class GraphEncoderModel(KGModel):
 
     def encode(self) -> Tensor:
         """Message passing over the whole graph: ``Z = E + enc(E)`` (or ``enc(E)``), shape ``(N, W)``."""
-        x = self.entity.weight
-        graph = self.graph()
+        return self._encode(self.entity.weight, self.graph())
+
+    def _encode(self, x: Tensor, graph: object) -> Tensor:
         h = self.hidden_drop(x)
         for i, layer in enumerate(self.layers):
             h = layer(h, graph)
             if i < len(self.layers) - 1:
                 h = self.hidden_drop(self.act(h))
         return x + h if self.opts.residual else h
+
+    def sampling(self) -> bool:
+        """Whether rows are encoded over sampled subgraphs now (training with ``fanouts`` set)."""
+        return bool(self.opts.fanouts) and self.training and torch.is_grad_enabled()
+
+    def encode_rows(self, ids: Tensor) -> Tensor:
+        """Encoded rows of ``ids`` (any shape), shape ``(*ids.shape, W)``: sampled while :meth:`sampling`."""
+        if not self.sampling():
+            return self.entity_table()[ids]
+        key = tuple(_identity(t) for t in (self.edge_index, self.edge_type))
+        if self._sampler is None or key != self._sampler_key:
+            self._sampler = NeighbourSampler(self.edge_index.cpu(), self.edge_type.cpu(), self.config.num_entities)
+            self._sampler_key = key
+        targets, inverse = torch.unique(ids.reshape(-1).cpu(), return_inverse=True)
+        sub = self._sampler.sample(targets, self.opts.fanouts)
+        device = self.entity.weight.device
+        graph = self.make_graph(sub.src.to(device), sub.dst.to(device), sub.rel.to(device), num_nodes=len(sub.nodes))
+        z = self._encode(self.entity.weight[sub.nodes.to(device)], graph)[: sub.num_targets]
+        return z[inverse.to(device)].reshape(*ids.shape, -1)
+
+    def score_all_tails(self, heads: Tensor, relations: Tensor) -> Tensor:
+        if self.sampling() and not self._warned_full:
+            log.warning("%s: fanouts apply to negative-sampling losses (--loss nssa); a 1-N loss scores every "
+                        "entity, so the whole graph is encoded each step", self.config.model)
+            self._warned_full = True
+        return super().score_all_tails(heads, relations)
 
     def entity_table(self) -> Tensor:
         """The encoder's output, cached while the parameters, the mode and the graph are unchanged.
@@ -183,16 +231,28 @@ class GraphEncoderModel(KGModel):
         self._table, self._table_key = None, None
 
     def query(self, heads: Tensor, relations: Tensor) -> Tensor:
-        return self.decoder.query(self.entity_table()[heads], self.relation(relations))
+        return self.decoder.query(self.encode_rows(heads), self.relation(relations))
+
+    def score_hrt(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
+        q = self.drop(self.query(heads, relations))
+        return self._interact(q, self.encode_rows(tails))
+
+    def score_tails(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
+        q = self.drop(self.query(heads, relations)).unsqueeze(1)
+        return self._interact(q, self.encode_rows(tails))
+
+    def _interact(self, q: Tensor, t: Tensor) -> Tensor:
+        if self.interaction == "dot":
+            return (q * t).sum(-1)
+        return -(q - t).norm(dim=-1)
 
     def factors(self, heads: Tensor, relations: Tensor, tails: Tensor) -> list[Tensor]:
-        table = self.entity_table()
-        return self.decoder.factors(table[heads], self.relation(relations), table[tails])
+        return self.decoder.factors(self.encode_rows(heads), self.relation(relations), self.encode_rows(tails))
 
     def __getstate__(self) -> dict[str, Any]:
         # the caches may hold autograd graphs, which cannot be copied or pickled; they rebuild on use
         state = self.__dict__.copy()
-        state.update(_graph=None, _graph_key=None, _table=None, _table_key=None)
+        state.update(_graph=None, _graph_key=None, _table=None, _table_key=None, _sampler=None, _sampler_key=None)
         return state
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)

@@ -81,8 +81,8 @@ class RGCN(GraphEncoderModel):
         opts: RGCNOptions = self.opts  # type: ignore[assignment]
         return RGCNLayer(self.entity_width, self.config.num_relations, opts.num_bases)
 
-    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor) -> RGCNGraph:
-        n, num_bases = self.config.num_entities, self.opts.num_bases  # type: ignore[attr-defined]
+    def make_graph(self, src: Tensor, dst: Tensor, rel: Tensor, num_nodes: int | None = None) -> RGCNGraph:
+        n, num_bases = (num_nodes or self.config.num_entities), self.opts.num_bases  # type: ignore[attr-defined]
         group = dst * self.config.num_relations + rel
         _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
         basis = torch.arange(num_bases, device=src.device)
