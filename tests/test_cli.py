@@ -153,6 +153,32 @@ def test_bad_train_option_is_a_one_line_error(permutation_kg_dir: Path, tmp_path
     assert "TrainConfig.loss='hinge'" in line and "1n_ce" in line
 
 
+def test_model_options_reach_a_graph_teacher(permutation_kg_dir: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "gcn.ckpt"
+    trained = _invoke("train", "--data", permutation_kg_dir, "--model", "gcn", "--dim", 8, "--epochs", 1,
+                      "--loss", "nssa", "--option", "fanouts=[3,2]", "--option", "decoder=complex",
+                      "--out", ckpt, "--device", "cpu", "--json")
+    assert trained.exit_code == 0, trained.output
+    from kgedge.train.checkpoint import load_checkpoint
+
+    options = load_checkpoint(ckpt).model.config.options
+    assert options["fanouts"] in ([3, 2], (3, 2)) and options["decoder"] == "complex"
+
+
+@pytest.mark.parametrize(("model", "option", "message"), [
+    ("gcn", "fanouts=[3]", "options.fanouts"),
+    ("gcn", "colour=red", "unknown option(s) colour"),
+    ("complex", "fanouts=[3,3]", "complex takes only entity_rank"),
+    ("gcn", "fanouts", "expected KEY=VALUE"),
+])
+def test_bad_model_option_is_a_one_line_error(permutation_kg_dir: Path, tmp_path: Path, model: str, option: str,
+                                              message: str) -> None:
+    line = _error_line(_invoke("train", "--data", permutation_kg_dir, "--model", model, "--option", option,
+                               "--out", tmp_path / "m.ckpt"))
+    assert message in line
+    assert not (tmp_path / "m.ckpt").exists()
+
+
 def test_evaluate_a_missing_checkpoint(permutation_kg_dir: Path, tmp_path: Path) -> None:
     line = _error_line(_invoke("evaluate", tmp_path / "absent.ckpt", "--data", permutation_kg_dir))
     assert "checkpoint not found" in line

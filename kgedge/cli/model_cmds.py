@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -14,7 +15,7 @@ DATA_HELP = "Dataset directory or built-in name: demo, nations, umls, wordnet-rr
 
 def train(
     data: str = typer.Option(..., "--data", help=DATA_HELP),
-    model: str = typer.Option(..., "--model", help="transe, distmult, complex or rotate."),
+    model: str = typer.Option(..., "--model", help="transe, distmult, complex, rotate, or a graph teacher: gcn, gat, rgcn."),
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write (safetensors), e.g. runs/umls.ckpt."),
     dim: int = typer.Option(256, "--dim", help="Embedding dimension (complex models: complex dimensions)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Most epochs; early stopping on validation MRR usually ends sooner."),
@@ -32,6 +33,11 @@ def train(
         False, "--distributed",
         help="Data-parallel over the processes torchrun starts (on by itself under torchrun); "
         "--batch-size is the global batch.",
+    ),
+    option: list[str] = typer.Option(
+        [], "--option",
+        help="Model option KEY=VALUE (JSON value), repeatable; graph teachers: decoder=complex, num_layers=2, "
+        "fanouts=[10,10] (neighbour-sampled mini-batches, with --loss nssa), num_bases, num_heads.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -54,8 +60,9 @@ def train(
         )
         model_config = ModelConfig(
             model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim,
-            **default_model_options(model.lower()),
+            **default_model_options(model.lower()), options=parse_options(option),
         )
+        _check_options(model_config)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         with ExitStack() as stack:
@@ -92,6 +99,39 @@ def train(
         print_json(summary)
     else:
         print_table([summary], title="trained")
+
+
+def _check_options(config) -> None:  # noqa: ANN001 (ModelConfig; torch-only import)
+    """Build the model once so that unknown or bad options fail before any data work or training."""
+    from kgedge.models import build
+    from kgedge.models.graph_encoder import GraphEncoderModel
+
+    model = build(config)
+    unknown = sorted(set(config.options) - {"entity_rank"})
+    if not isinstance(model, GraphEncoderModel) and unknown:
+        raise ValueError(f"--option {', '.join(unknown)}: {config.model} takes only entity_rank (a factored "
+                         "entity table); the other options are for the graph teachers gcn, gat, rgcn")
+
+
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``["k=v", ...]`` as a dict; each value is read as JSON (``[10,10]``, ``2``, ``true``), else kept as text.
+
+    Raises:
+        ValueError: an item without ``=`` or a key given twice.
+    """
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option fanouts=[10,10]")
+        if key in options:
+            raise ValueError(f"--option {key} is given twice")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
 
 
 def evaluate(
