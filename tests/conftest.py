@@ -103,3 +103,22 @@ def permutation_kg_dir(write_kg: WriteKG) -> Path:
     """:func:`permutation_triples` (40 pairs, 80 entities, 3 relations) written to ``tmp_path``."""
     s = permutation_triples()
     return write_kg(s["train"], s["valid"], s["test"], name="perm")
+
+
+@pytest.fixture(scope="session")
+def permutation_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`permutation_triples` written once per session; tests must not modify it."""
+    directory = tmp_path_factory.mktemp("perm") / "perm"
+    directory.mkdir()
+    for split, rows in permutation_triples().items():
+        (directory / f"{split}.txt").write_text("".join("\t".join(t) + "\n" for t in rows), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def permutation_kg(permutation_dir: Path):  # noqa: ANN201 (KnowledgeGraph; imported lazily)
+    """:func:`permutation_triples` loaded (80 entities, 3 relations), shared by the model tests."""
+    from kgedge.data.kg import load_kg
+
+    return load_kg(permutation_dir)
+

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import permutation_triples
 from typer.testing import CliRunner
 
 from kgedge.data.kg import KnowledgeGraph, load_kg
@@ -33,16 +32,9 @@ from kgedge.train.config import default_train_config
 from kgedge.train.scorer import model_scorer
 
 
-def _write(directory: Path, splits: dict[str, list[tuple[str, str, str]]]) -> Path:
-    directory.mkdir(parents=True)
-    for split, triples in splits.items():
-        (directory / f"{split}.txt").write_text("".join("\t".join(t) + "\n" for t in triples), encoding="utf-8")
-    return directory
-
-
 @pytest.fixture(scope="module")
-def kg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write(tmp_path_factory.mktemp("perm") / "perm", permutation_triples())
+def kg_dir(permutation_dir: Path) -> Path:
+    return permutation_dir
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import permutation_triples
 
 from kgedge.data.kg import KnowledgeGraph, load_kg
 from kgedge.evaluate import evaluate_link_prediction
@@ -34,17 +33,10 @@ GRAPH_MODELS = ("gcn", "gat", "rgcn")
 DIM = 8
 
 
-def _write(directory: Path, splits: dict[str, list[tuple[str, str, str]]]) -> Path:
-    directory.mkdir(parents=True)
-    for split, triples in splits.items():
-        (directory / f"{split}.txt").write_text("".join("\t".join(t) + "\n" for t in triples), encoding="utf-8")
-    return directory
-
-
 @pytest.fixture(scope="module")
-def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
+def kg(permutation_kg: KnowledgeGraph) -> KnowledgeGraph:
     """80 entities, 3 relations that agree on a permutation (see ``conftest.permutation_triples``)."""
-    return load_kg(_write(tmp_path_factory.mktemp("perm") / "perm", permutation_triples()))
+    return permutation_kg
 
 
 @pytest.fixture(params=GRAPH_MODELS)

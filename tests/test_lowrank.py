@@ -11,14 +11,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import permutation_triples
 
 from kgedge.compress.lowrank import factorize_entities, factorize_linear, factorize_linear_layers, truncated_svd
 from kgedge.compress.pipeline import run_recipe
 from kgedge.compress.qat import enable_qat, finish_qat
 from kgedge.compress.recipe import Recipe, RecipeError
 from kgedge.compress.size import table_bytes
-from kgedge.data.kg import KnowledgeGraph, load_kg
+from kgedge.data.kg import KnowledgeGraph
 from kgedge.export import export_bundle
 from kgedge.export.bundle import graph_spec
 from kgedge.models import KGModel, ModelConfig, build
@@ -35,13 +34,9 @@ DIM = 16
 
 
 @pytest.fixture(scope="module")
-def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
+def kg(permutation_kg: KnowledgeGraph) -> KnowledgeGraph:
     """40 x -> y pairs under 3 relations (80 entities), from conftest's permutation KG."""
-    directory = tmp_path_factory.mktemp("perm") / "perm"
-    directory.mkdir()
-    for split, rows in permutation_triples().items():
-        (directory / f"{split}.txt").write_text("".join("\t".join(t) + "\n" for t in rows), encoding="utf-8")
-    return load_kg(directory)
+    return permutation_kg
 
 
 def _config(kg: KnowledgeGraph, name: str, dim: int = DIM) -> ModelConfig:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import permutation_triples
 
-from kgedge.data.kg import KnowledgeGraph, load_kg
+from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import ModelConfig, build
 from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph, graph_edges, graph_model_config
@@ -21,12 +20,8 @@ from kgedge.train.trainer import train_model
 
 
 @pytest.fixture(scope="module")
-def kg(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeGraph:
-    root = tmp_path_factory.mktemp("perm") / "perm"
-    root.mkdir()
-    for split, triples in permutation_triples().items():
-        (root / f"{split}.txt").write_text("".join("\t".join(t) + "\n" for t in triples), encoding="utf-8")
-    return load_kg(root)
+def kg(permutation_kg: KnowledgeGraph) -> KnowledgeGraph:
+    return permutation_kg
 
 
 def _random_graph(n: int = 50, e: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
