@@ -66,3 +66,32 @@ def test_empty_index_knows_nothing() -> None:
     assert rows.size == 0 and tails.size == 0
     assert index.tails_of(0, 1).size == 0
     assert len(index) == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=_case())
+def test_int32_arrays_answer_like_int64_and_return_int64(case: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> None:
+    """A bundle's index may be int32 (read-only, memory-mapped): same answers, int64 ids out."""
+    triples, heads, relations, num_relations = case
+    wide = KnownTails(triples, num_relations)
+    narrow = KnownTails.from_arrays(*(a.astype(np.int32) for a in (wide.keys, wide.offsets, wide.tails)), num_relations)
+    for array in (narrow.keys, narrow.offsets, narrow.tails):
+        array.flags.writeable = False  # as a view of a read-only map: the lookups must not write
+    got, want = narrow.lookup(heads, relations), wide.lookup(heads, relations)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+        assert g.dtype == np.int64
+    for h, r in zip(heads.tolist(), relations.tolist()):
+        tails = narrow.tails_of(h, r)
+        np.testing.assert_array_equal(tails, wide.tails_of(h, r))
+        assert tails.dtype == np.int64
+
+
+def test_int32_keys_never_match_a_query_key_outside_int32() -> None:
+    wide = KnownTails(np.array([[0, 0, 1], [3, 1, 2]]), 2)
+    narrow = KnownTails.from_arrays(*(a.astype(np.int32) for a in (wide.keys, wide.offsets, wide.tails)), 2)
+    # head * 2 + relation wraps to key 0 or 7 in int32 arithmetic; neither may be found
+    heads = np.array([2**31, 2**32, 2**31 + 3, -(2**31)], dtype=np.int64)
+    rows, tails = narrow.lookup(heads, np.array([0, 0, 1, 0]))
+    assert rows.size == 0 and tails.size == 0
+    np.testing.assert_array_equal(narrow.lookup(np.array([3, 0]), np.array([1, 0]))[1], [2, 1])

@@ -30,11 +30,23 @@ def flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "entities.txt", "known_tails.npy", "entity_types.npy"])
+@pytest.mark.parametrize("name", ["model.onnx", "entities.txt", "known_tails.npy", "entity_types.npy",
+                                  "known_keys.npy", "known_offsets.npy", "relations.txt"])
 def test_a_flipped_byte_is_caught_before_the_session(fresh: TinyBundle, no_session: None, name: str) -> None:
+    """In memory (model.onnx, entity_types.npy) or memory-mapped (the others), every file is checked."""
     flip_byte(fresh.path / name, (fresh.path / name).stat().st_size // 2)
     with pytest.raises(BundleError, match=rf"{name}: sha256 differs from the manifest"):
         EdgeModel.load(fresh.path)
+
+
+@pytest.mark.parametrize("name", ["known_tails.npy", "entities.txt"])
+def test_a_grown_or_truncated_mapped_file_is_named(fresh: TinyBundle, no_session: None, name: str) -> None:
+    target = fresh.path / name
+    good = target.read_bytes()
+    for data in (good[:-8], good + b"\0" * 4096):
+        target.write_bytes(data)
+        with pytest.raises(BundleError, match=rf"{name}: {len(data):,} bytes, the manifest says {len(good):,}"):
+            EdgeModel.load(fresh.path)
 
 
 def test_a_truncated_or_missing_file_is_named(fresh: TinyBundle, no_session: None) -> None:

@@ -8,8 +8,10 @@ import numpy as np
 class KnownTails:
     """For each ``(head, relation)`` pair, the sorted tails known to be true.
 
-    Stored as CSR over sorted keys ``head * num_relations + relation``: memory is two int64 arrays the
-    size of the triple set, so it holds at millions of triples.
+    Stored as CSR over sorted keys ``head * num_relations + relation``: memory is two integer arrays the
+    size of the triple set, so it holds at millions of triples. Built here the arrays are int64; a
+    bundle's index may hold int32 arrays (read-only, memory-mapped), searched without an int64 copy.
+    Either way the ids returned are int64.
 
     Args:
         triples: shape ``(n, 3)`` int64 ``(head, relation, tail)``; relations already include
@@ -27,35 +29,59 @@ class KnownTails:
         self.offsets = np.append(starts, len(keys)).astype(np.int64)
         self.tails = tails
 
+    @classmethod
+    def from_arrays(cls, keys: np.ndarray, offsets: np.ndarray, tails: np.ndarray, num_relations: int) -> KnownTails:
+        """The index over arrays already in CSR form (as ``kgedge export`` saves them); no copy is made.
+
+        Args:
+            keys: shape ``(m,)`` int32 or int64, strictly increasing ``head * num_relations + relation``.
+            offsets: shape ``(m + 1,)`` int32 or int64, non-decreasing from 0 to ``len(tails)``.
+            tails: shape ``(n,)`` int32 or int64, the tails of key ``i`` at ``offsets[i]:offsets[i + 1]``.
+
+        The caller checks those properties (``kgedge.runtime.bundle`` does, before any use).
+        """
+        index = cls.__new__(cls)
+        index.keys, index.offsets, index.tails, index.num_relations = keys, offsets, tails, num_relations
+        return index
+
     def _ranges(self, heads: np.ndarray, relations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(heads, dtype=np.int64) * self.num_relations + np.asarray(relations, dtype=np.int64)
         if len(self.keys) == 0:  # an empty index (e.g. a bundle exported without data): nothing is known
             empty = np.zeros(keys.shape, dtype=np.int64)
             return empty, empty
+        inside = None
+        if self.keys.dtype != np.int64:
+            # search with the index's own dtype: searchsorted would otherwise convert the whole
+            # (memory-mapped) key array to int64 on every call
+            limits = np.iinfo(self.keys.dtype)
+            inside = (keys >= limits.min) & (keys <= limits.max)
+            keys = np.where(inside, keys, 0).astype(self.keys.dtype)
         pos = np.searchsorted(self.keys, keys)
         pos_clipped = np.minimum(pos, len(self.keys) - 1)
         found = (pos < len(self.keys)) & (self.keys[pos_clipped] == keys)
-        starts = np.where(found, self.offsets[pos_clipped], 0)
-        ends = np.where(found, self.offsets[pos_clipped + 1], 0)
+        if inside is not None:
+            found &= inside
+        starts = np.where(found, self.offsets[pos_clipped], 0).astype(np.int64, copy=False)
+        ends = np.where(found, self.offsets[pos_clipped + 1], 0).astype(np.int64, copy=False)
         return starts, ends
 
     def lookup(self, heads: np.ndarray, relations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Known tails of a batch of queries as coordinate lists.
 
         Returns:
-            ``(rows, tails)``, both shape ``(m,)``: query ``rows[i]`` has the known tail ``tails[i]``.
+            ``(rows, tails)``, both shape ``(m,)`` int64: query ``rows[i]`` has the known tail ``tails[i]``.
         """
         starts, ends = self._ranges(heads, relations)
         counts = ends - starts
         rows = np.repeat(np.arange(len(counts)), counts)
         # position of each element inside its own range, then shift to the range's start
         within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return rows, self.tails[np.repeat(starts, counts) + within]
+        return rows, self.tails[np.repeat(starts, counts) + within].astype(np.int64, copy=False)
 
     def tails_of(self, head: int, relation: int) -> np.ndarray:
-        """Sorted known tails of one query, shape ``(m,)``."""
+        """Sorted known tails of one query, shape ``(m,)`` int64."""
         start, end = self._ranges(np.array([head]), np.array([relation]))
-        return self.tails[start[0] : end[0]]
+        return self.tails[start[0] : end[0]].astype(np.int64, copy=False)
 
     def __len__(self) -> int:
         return len(self.tails)

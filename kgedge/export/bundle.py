@@ -97,9 +97,15 @@ def _write_vocab(directory: Path, checkpoint: Checkpoint, kg: KnowledgeGraph | N
         known = kg.known_train
     else:  # no data: an empty seen-items index (recommendations then exclude nothing but on-device updates)
         known = KnownTails(np.zeros((0, 3), dtype=np.int64), 2 * len(vocab.relations))
-    np.save(directory / "known_keys.npy", known.keys.astype(np.int64), allow_pickle=False)
-    np.save(directory / "known_offsets.npy", known.offsets.astype(np.int64), allow_pickle=False)
-    np.save(directory / "known_tails.npy", known.tails.astype(np.int64), allow_pickle=False)
+    # the runtime memory-maps these arrays and searches them in their own dtype: int32 halves them
+    for name, array in (("keys", known.keys), ("offsets", known.offsets), ("tails", known.tails)):
+        np.save(directory / f"known_{name}.npy", _narrowest(array), allow_pickle=False)
+
+
+def _narrowest(array: np.ndarray) -> np.ndarray:
+    """``array`` (non-negative ids or offsets) as int32 when every value fits, else int64."""
+    fits = len(array) == 0 or int(array.max()) <= np.iinfo(np.int32).max
+    return array.astype(np.int32 if fits else np.int64)
 
 
 def export_bundle(

@@ -105,6 +105,7 @@ def create_session(model: bytes, settings: SessionSettings, where: str, num_type
             session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         raise BundleError(f"{where}: onnxruntime cannot load the graph ({err}); re-export the bundle") from None
+    _forget_model_bytes(session)
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     for kind, found, wanted in (("inputs", inputs, GRAPH_INPUTS), ("outputs", outputs, GRAPH_OUTPUTS)):
@@ -116,3 +117,16 @@ def create_session(model: bytes, settings: SessionSettings, where: str, num_type
         raise BundleError(f"{where}: graph input allowed_types has {width} entries but the manifest lists {num_types} types")
     log.info("onnxruntime session ready (%s)", settings)
     return session
+
+
+def _forget_model_bytes(session: ort.InferenceSession) -> None:
+    """Drop the Python session's reference to the model bytes it was built from (the size of the table).
+
+    onnxruntime keeps them only to build the session again when its providers change, by
+    ``set_providers`` or by the fallback after an execution-provider failure. A CPU-only session has
+    nothing to fall back to and the runtime never changes providers: turn the fallback off, then let
+    the bytes go. The initialised C++ session holds its own copy of the weights.
+    """
+    session.disable_fallback()
+    if getattr(session, "_model_bytes", None) is not None:  # a private attribute of onnxruntime's Python API
+        session._model_bytes = None

@@ -1,11 +1,21 @@
-"""Name <-> id lookups for entities, relations and types, with close-match suggestions on errors."""
+"""Name <-> id lookups for entities, relations and types, with close-match suggestions on errors.
+
+A bundle's million entity names stay in their file's bytes (:class:`PackedNames`): a name is decoded
+when asked for, and when the names are sorted (``kgedge.data`` sorts its vocabularies) an id is found
+by bisection instead of through a dict of a million strings.
+"""
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import mmap
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
+
+import numpy as np
 
 from kgedge.runtime.errors import QueryError, UnknownNameError
 
@@ -13,13 +23,97 @@ INVERSE_SUFFIX = "^-1"
 # difflib compares against every name; past this many names only those sharing the first character
 # are compared, so that a typo in a 1M-entity bundle answers in milliseconds, not seconds.
 _FULL_SCAN_LIMIT = 50_000
+# no byte of UTF-8 is 0xFF: every name starting with the bytes P sorts before P + b"\xff"
+_PAST_PREFIX = b"\xff"
+# names decoded per slice when iterating over all of them
+_ITER_BLOCK = 65_536
+
+#: a file's content: read into memory, or a read-only map of the file
+FileBytes = bytes | mmap.mmap
+
+
+class PackedNames(Sequence[str]):
+    """Names stored as the bytes of a ``NAME\\n`` per line file, decoded one at a time.
+
+    Args:
+        data: the file's bytes (``bytes`` or a read-only ``mmap``); valid UTF-8, checked by the caller.
+        offsets: shape ``(N + 1,)`` int64; name ``i`` is ``data[offsets[i] : offsets[i + 1] - 1]`` (the
+            ``- 1`` drops its newline; a last line without one has ``offsets[N] = len(data) + 1``).
+        ordered: the names are strictly increasing as UTF-8 bytes (hence unique), checked by the caller;
+            only then does :meth:`find` bisect.
+    """
+
+    def __init__(self, data: FileBytes, offsets: np.ndarray, ordered: bool) -> None:
+        self.data, self.offsets, self.ordered = data, offsets, ordered
+        self._raw = _RawLines(data, offsets)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        return self._raw[index].decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        for first in range(0, len(self), _ITER_BLOCK):  # one decode and split per block of names
+            last = min(first + _ITER_BLOCK, len(self))
+            block = self.data[int(self.offsets[first]) : int(self.offsets[last]) - 1]
+            yield from block.decode("utf-8").split("\n")
+
+    def __contains__(self, name: object) -> bool:
+        if self.ordered:
+            return isinstance(name, str) and self.find(name) is not None
+        return any(name == x for x in self)
+
+    def find(self, name: str) -> int | None:
+        """The id of ``name`` by bisection, or ``None``; needs :attr:`ordered`."""
+        if not self.ordered:
+            raise ValueError("PackedNames.find needs names sorted by UTF-8 bytes; build a dict instead")
+        try:
+            key = name.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: never in a UTF-8 file
+            return None
+        i = bisect.bisect_left(self._raw, key)
+        return i if i < len(self._raw) and self._raw[i] == key else None
+
+    def starting_with(self, first: str) -> range:
+        """Ids of the names whose first character is ``first``: a contiguous range in sorted order."""
+        if not self.ordered:
+            raise ValueError("PackedNames.starting_with needs names sorted by UTF-8 bytes")
+        prefix = first.encode("utf-8", "surrogatepass")  # a surrogate's bytes match no UTF-8 name
+        return range(bisect.bisect_left(self._raw, prefix), bisect.bisect_left(self._raw, prefix + _PAST_PREFIX))
+
+
+class _RawLines(Sequence[bytes]):
+    """The undecoded lines of :class:`PackedNames`, for :mod:`bisect`."""
+
+    def __init__(self, data: FileBytes, offsets: np.ndarray) -> None:
+        self.data, self.offsets, self.count = data, offsets, len(offsets) - 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> bytes:  # type: ignore[override]
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(f"name index {index} out of range for {self.count} names")
+        return self.data[int(self.offsets[index]) : int(self.offsets[index + 1]) - 1]
 
 
 def suggest(name: str, names: Sequence[str], n: int = 3) -> list[str]:
     """Up to ``n`` names close to ``name`` (``difflib`` ratio >= 0.6), best first."""
     pool: Sequence[str] = names
     if len(names) > _FULL_SCAN_LIMIT and name:
-        pool = [x for x in names if x[:1] == name[:1]]
+        if isinstance(names, PackedNames) and names.ordered:
+            pool = [names[i] for i in names.starting_with(name[0])]
+        else:
+            pool = [x for x in names if x[:1] == name[:1]]
     return difflib.get_close_matches(name, pool, n=n)
 
 
@@ -29,24 +123,35 @@ class Vocabulary:
 
     Args:
         kind: what the names are, used in error messages.
-        names: name of id ``i`` at position ``i``; unique.
+        names: name of id ``i`` at position ``i``; unique. Ordered :class:`PackedNames` are kept as
+            they are and searched by bisection; anything else becomes a tuple with a dict of ids.
     """
 
     kind: str
-    names: tuple[str, ...]
-    _ids: dict[str, int] = field(init=False, repr=False)
+    names: Sequence[str]
+    _ids: dict[str, int] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        ids = {name: i for i, name in enumerate(self.names)}
-        if len(ids) != len(self.names):
+        if isinstance(self.names, PackedNames) and self.names.ordered:
+            object.__setattr__(self, "_ids", None)
+            return
+        names = tuple(self.names)
+        ids = {name: i for i, name in enumerate(names)}
+        if len(ids) != len(names):
             raise ValueError(f"{self.kind} names are not unique")
+        object.__setattr__(self, "names", names)
         object.__setattr__(self, "_ids", ids)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._ids
+        return isinstance(name, str) and self._find(name) is not None
+
+    def _find(self, name: str) -> int | None:
+        if self._ids is None:
+            return self.names.find(name)  # type: ignore[attr-defined] (ordered PackedNames)
+        return self._ids.get(name)
 
     def id(self, name: str) -> int:
         """The id of ``name``.
@@ -56,10 +161,10 @@ class Vocabulary:
         """
         if not isinstance(name, str):
             raise QueryError(f"{self.kind} must be a name (str), got {type(name).__name__} {name!r}")
-        try:
-            return self._ids[name]
-        except KeyError:
-            raise UnknownNameError(self.kind, name, suggest(name, self.names)) from None
+        found = self._find(name)
+        if found is None:
+            raise UnknownNameError(self.kind, name, suggest(name, self.names))
+        return found
 
     def name(self, id_: int) -> str:
         """The name of id ``id_``.
