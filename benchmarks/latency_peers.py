@@ -258,8 +258,9 @@ def pykeen_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray
 
 def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, relations: np.ndarray,
                        bundles: dict, result: ConfigResult) -> list[Variant]:
-    """The int8 graph with one change each (``latency_limits.prototype_int8_graph``), and the runtime
-    with its per-call ``[N]`` type-mask gather cached; ids checked against the bundle's."""
+    """Diagnostics of the shipped int8 graph: the same graph at onnxruntime level basic, without the
+    ScatterElements of the exclusions, and without the type mask either (a floor, not a graph to
+    ship); ids checked against the bundle's where the graph keeps its semantics."""
     spec = graph_spec(checkpoint)
     n, width = spec.entity_table.shape
     out = []
@@ -268,9 +269,8 @@ def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, 
         reference = models[f"random/{profile_name}"].topk(heads[:64], relations[:64], K)[0]
         graphs = (
             ("graph: exported, onnxruntime level basic", build_graph(spec, profile), "basic"),
-            ("graph: q_scale after TopK", limits.prototype_int8_graph(spec, profile, "float", True), "all"),
-            ("graph: q_scale after TopK, no ScatterElements", limits.prototype_int8_graph(spec, profile, "float", False), "all"),
-            ("graph: q_scale after TopK, no mask, no scatter (floor)", limits.prototype_int8_graph(spec, profile, "none", False), "all"),
+            ("graph: exported, no ScatterElements", limits.prototype_int8_graph(spec, profile, "float", False), "all"),
+            ("graph: exported, no mask, no scatter (floor)", limits.prototype_int8_graph(spec, profile, "none", False), "all"),
         )
         feeds = [limits.bundle_feeds(int(h), int(r), K, spec.num_types) for h, r in zip(heads, relations)]
         for label, model, level in graphs:
@@ -279,54 +279,18 @@ def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, 
             result.checks[f"{label} ({profile_name}): ids equal to the bundle's"] = bool((got == reference).all())
             out.append(Variant(f"{label} ({profile_name}, session.run)", "prototype",
                                lambda i, s=s: s.run(["ids"], feeds[i]), "random", "int8", stored_bytes(n, width, 8)))
-        path = Path(bundles[f"random/{profile_name}"][0])
-        one_h = [heads[i:i + 1] for i in range(len(heads))]
-        one_r = [relations[i:i + 1] for i in range(len(heads))]
-        for label, model_bytes in (("runtime: type mask cached", None),
-                                   ("runtime: type mask cached + graph: q_scale after TopK",
-                                    limits.prototype_int8_graph(spec, profile, "float", True).SerializeToString())):
-            edge = cached_mask_model(path, model_bytes)
-            got = edge.topk(heads[:64], relations[:64], K)[0]
-            result.checks[f"{label} ({profile_name}): ids equal to the bundle's"] = bool((got == reference).all())
-            out.append(Variant(f"{label} ({profile_name}, EdgeModel)", "prototype",
-                               lambda i, e=edge: e.topk(one_h[i], one_r[i], K), "random", "int8", stored_bytes(n, width, 8)))
     return out
 
 
 def profile_operators(checkpoint: Checkpoint, heads: np.ndarray, relations: np.ndarray, result: ConfigResult) -> None:
-    """Per-operator time (onnxruntime's profiler) of the shipped int8 graph at levels all and basic,
-    and of the q_scale-after-TopK prototype."""
+    """Per-operator time (onnxruntime's profiler) of the shipped int8 graph at levels all and basic."""
     spec = graph_spec(checkpoint)
     feeds = [limits.bundle_feeds(int(h), int(r), K, spec.num_types) for h, r in zip(heads[:32], relations[:32])]
     for profile_name in int8_profiles():
         profile = resolve_profile(profile_name)
         shipped = build_graph(spec, profile).SerializeToString()
-        prototype = limits.prototype_int8_graph(spec, profile, "float", True).SerializeToString()
-        for label, model, level in (("shipped, level all", shipped, "all"), ("shipped, level basic", shipped, "basic"),
-                                    ("q_scale after TopK, level all", prototype, "all")):
+        for label, model, level in (("shipped, level all", shipped, "all"), ("shipped, level basic", shipped, "basic")):
             result.op_profiles[f"{profile_name}: {label}"] = limits.op_profile(model, feeds, level=level)
-
-
-def cached_mask_model(path: Path, model_bytes: bytes | None) -> EdgeModel:
-    """``EdgeModel`` whose ``[N]`` allowed-entity vector is computed once per type set instead of twice
-    per call (a prototype of a runtime change; optionally over another graph)."""
-    from kgedge.runtime import SessionSettings, read_bundle
-
-    bundle = read_bundle(path)
-    if model_bytes is not None:
-        bundle = dataclasses.replace(bundle, model=model_bytes)
-    model = EdgeModel(bundle, SessionSettings(intra_op_threads=1, inter_op_threads=1))
-    graph, cache = model._graph, {}
-    compute = graph.allowed_entities
-
-    def allowed_entities(allowed_types: np.ndarray) -> np.ndarray:
-        key = allowed_types.tobytes()
-        if key not in cache:
-            cache[key] = compute(allowed_types)
-        return cache[key]
-
-    graph.allowed_entities = allowed_entities
-    return model
 
 
 def limit_variants(n: int, width: int, num_types: int, buffer: np.ndarray) -> list[Variant]:
@@ -482,10 +446,6 @@ def measure_config(name: str, tag: str, kind: str, checkpoints: dict[str, Checkp
         result.rows.append(row)
     if kind == "random" and width == 64 and n >= 100_000:
         profile_operators(student, heads, relations, result)
-        edge = models[f"random/{int8_profiles()[0]}"]
-        every_type = np.ones(len(edge.types), dtype=bool)
-        seconds = limits.median_seconds(lambda: edge._graph.allowed_entities(every_type), 31)
-        result.checks["runtime: one allowed_entities() ([N] gather), us (EdgeModel.topk calls it twice)"] = round(seconds * 1e6, 1)
     # agreement of int8 with fp32 (top-10 ids) on the same queries
     eval_heads, eval_relations = heads, relations
     if kg is not None:
