@@ -23,7 +23,7 @@ from kgedge.models.graph_encoder import (
     materialized_model,
 )
 from kgedge.models.message_passing import SparseStructure, propagate, segment_softmax
-from kgedge.train.checkpoint import Vocabulary, load_checkpoint, save_checkpoint
+from kgedge.train.checkpoint import Checkpoint, Vocabulary, load_checkpoint, save_checkpoint
 from kgedge.train.config import default_train_config
 from kgedge.train.materialize import save_materialized
 from kgedge.train.scorer import model_scorer
@@ -197,6 +197,25 @@ def test_save_materialized_writes_a_plain_checkpoint(kg: KnowledgeGraph, tmp_pat
     h, r, _ = _queries(kg)
     with torch.no_grad():
         torch.testing.assert_close(plain.model.score_all_tails(h, r), model.score_all_tails(h, r), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("profile", ["portable", "x86-avx2"])
+def test_a_graph_checkpoint_exports_directly_as_its_materialised_decoder(kg: KnowledgeGraph, tmp_path: Path,
+                                                                         profile: str) -> None:
+    from kgedge.export import export_bundle
+    from kgedge.runtime import EdgeModel
+
+    model = _model(kg, "gat")
+    checkpoint = Checkpoint(model=model, vocab=Vocabulary.of(kg), metadata={"data": kg.name})
+    result = export_bundle(checkpoint, profile, tmp_path / "bundle", kg=kg)
+    assert result.manifest["model"]["name"] == "distmult"
+    assert result.manifest["model"]["checkpoint"]["materialized_from"]["model"] == "gat"
+    h, r, _ = _queries(kg)
+    with torch.no_grad():
+        expected = model.score_all_tails(h, r).numpy()
+    got = EdgeModel.load(tmp_path / "bundle").score_all(h.numpy(), r.numpy())
+    tolerance = 1e-4 if profile == "portable" else 0.05 * float(np.abs(expected).max())
+    np.testing.assert_allclose(got, expected, atol=tolerance)
 
 
 def test_attach_graph_sizes_the_buffers_and_rejects_another_kg(kg: KnowledgeGraph) -> None:

@@ -29,6 +29,7 @@ from kgedge.export.profile import ExportProfile, cpu_supports, resolve_profile
 from kgedge.export.validate import ValidationReport, onnx_scorer, probe_queries, session_for, validate_export
 from kgedge.models.factored import LowRankEmbedding
 from kgedge.train.checkpoint import Checkpoint
+from kgedge.train.materialize import materialize_checkpoint
 from kgedge.train.scorer import model_scorer
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ def export_bundle(
 ) -> ExportResult:
     """Export, validate and write a bundle; nothing is written when validation fails.
 
+    A graph-encoder checkpoint (GCN, GAT, R-GCN) is materialised first: the bundle holds its
+    decoder with the encoder's output as entity table, and the same scores.
+
     Args:
         kg: the data the model was trained on; gives the seen-items index, probe queries from the
             test split and the MRR check. Without it, random probes check the scores only.
@@ -128,6 +132,8 @@ def export_bundle(
         ValueError: the data does not match the checkpoint's vocabulary.
     """
     profile = resolve_profile(profile) if isinstance(profile, str) else profile
+    # a graph teacher is exported as its materialised plain decoder: the device never runs message passing
+    checkpoint = materialize_checkpoint(checkpoint)
     if kg is not None and (kg.entities != checkpoint.vocab.entities or kg.relations != checkpoint.vocab.relations):
         raise ValueError("--data does not match the checkpoint: its entities or relations differ")
     spec = graph_spec(checkpoint)
@@ -163,7 +169,7 @@ def export_bundle(
                 "dim": checkpoint.config.dim,
                 "interaction": spec.interaction,
                 "config": checkpoint.config.to_dict(),
-                "checkpoint": {k: v for k, v in checkpoint.metadata.items() if k in ("data", "epoch", "valid")},
+                "checkpoint": {k: v for k, v in checkpoint.metadata.items() if k in ("data", "epoch", "valid", "materialized_from")},
             },
             "num_entities": n,
             "num_relations": len(checkpoint.vocab.relations),
