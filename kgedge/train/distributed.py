@@ -68,21 +68,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kgedge.data.kg import KnowledgeGraph
-from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
 from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
-from kgedge.train.checkpoint import (
-    Vocabulary,
-    load_resume_state,
-    resume_path,
-    save_checkpoint,
-    save_resume_state,
-)
+from kgedge.train.checkpoint import Vocabulary, load_resume_state, resume_path
 from kgedge.train.config import TrainConfig
+from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.negatives import NegativeSampler
-from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import (
-    EvalCallback,
     LossHook,
     StepCallback,
     TrainResult,
@@ -260,25 +252,22 @@ def train_distributed(
     vocab = Vocabulary.of(kg)
     metadata = {"data": kg.name, "train_config": config.to_dict(), "world_size": world, **(extra_metadata or {})}
 
-    start_epoch, best_mrr, best_epoch, waited = 1, -1.0, 0, 0
-    best_state: dict[str, Tensor] | None = None
-    best_valid: dict[str, float] = {}
-    history: list[dict[str, float]] = []
+    start_epoch, stopping = 1, EarlyStopping()
     state = _load_resume(out, context) if resume and out is not None else None
     if state is not None:
         model.load_state_dict(state["model"])  # type: ignore[arg-type]
         optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
         generator.set_state(state["generator"])  # type: ignore[arg-type]
         start_epoch = int(state["epoch"]) + 1  # type: ignore[call-overload]
-        best_mrr = float(state["best_mrr"])  # type: ignore[arg-type]
-        best_epoch, waited = int(state["best_epoch"]), int(state["waited"])  # type: ignore[call-overload]
-        if rank == 0:
-            best_state = state["best_model"]  # type: ignore[assignment]
-            best_valid = dict(state["best_valid"])  # type: ignore[call-overload]
+        stopping = EarlyStopping.resumed(state, with_best=rank == 0)  # only rank 0 keeps the best weights
         del state
         log.info("rank %d resumed from %s at epoch %d", rank, resume_path(out), start_epoch)  # type: ignore[arg-type]
-    if rank == 0 and best_state is None:
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if rank == 0 and stopping.best_state is None:
+        stopping.remember(model)
+
+    def resume_state() -> dict[str, object]:  # what a resumed run needs beyond the model and early stopping
+        return {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "world_size": world}
 
     ddp = DistributedDataParallel(
         _BatchLoss(model, config, sampler, loss_hook),
@@ -289,7 +278,6 @@ def train_distributed(
     batch_size = config.batch_size
     steps = (len(queries) + batch_size - 1) // batch_size
     started = time.perf_counter()
-    last_eval = start_epoch - 1
     stop_reason, epoch = "epochs", start_epoch - 1
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
@@ -321,33 +309,8 @@ def train_distributed(
                 break
         last_epoch = epoch == config.epochs or stop_reason == "time budget"
         stop = False
-        if rank == 0:
-            overdue = (epoch - last_eval) * len(queries) >= config.eval_every_queries
-            if epoch % config.eval_every == 0 or last_epoch or overdue:
-                last_eval = epoch
-                metrics = evaluate_link_prediction(
-                    model_scorer(model), kg, "valid", max_triples=config.max_valid_triples
-                )
-                metrics["epoch"] = epoch
-                history.append(metrics)
-                improved = metrics["mrr"] > best_mrr
-                if improved:
-                    best_mrr, best_epoch, waited, best_valid = metrics["mrr"], epoch, 0, metrics
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if out is not None:
-                        save_checkpoint(out, model, vocab, {**metadata, "epoch": epoch, "valid": metrics})
-                else:
-                    waited += 1
-                if on_eval is not None:
-                    on_eval(epoch, metrics, improved)
-                if out is not None:
-                    save_resume_state(out, {
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                        "epoch": epoch, "best_mrr": best_mrr, "best_epoch": best_epoch, "waited": waited,
-                        "best_model": best_state, "best_valid": best_valid, "world_size": world,
-                    })
-                stop = waited >= config.patience
+        if rank == 0 and stopping.due(epoch, config, len(queries), last_epoch):
+            stop = stopping.validate(epoch, model, kg, config, out, vocab, metadata, resume_state, on_eval)
         if _broadcast_flag(stop, device):
             stop_reason = "early stopping"
         if stop_reason != "epochs":
@@ -355,11 +318,11 @@ def train_distributed(
 
     # every rank returns rank 0's best model and figures
     if rank == 0:
-        assert best_state is not None
-        model.load_state_dict(best_state)
+        assert stopping.best_state is not None
+        model.load_state_dict(stopping.best_state)
     for tensor in model.state_dict().values():
         dist.broadcast(tensor, src=0)
-    summary: list[object] = [best_valid, best_epoch, history]
+    summary: list[object] = [stopping.best_valid, stopping.best_epoch, stopping.history]
     dist.broadcast_object_list(summary, src=0)
     best_valid, best_epoch, history = summary  # type: ignore[assignment]
     model.eval()

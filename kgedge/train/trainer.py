@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -13,27 +12,18 @@ import numpy as np
 import torch
 
 from kgedge.data.kg import KnowledgeGraph
-from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
 from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
 from kgedge.train import losses
-from kgedge.train.checkpoint import (
-    Vocabulary,
-    load_resume_state,
-    resume_path,
-    save_checkpoint,
-    save_resume_state,
-)
+from kgedge.train.checkpoint import Vocabulary, load_resume_state, resume_path
 from kgedge.train.config import TrainConfig
+from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.negatives import NegativeSampler
-from kgedge.train.scorer import model_scorer
 
 log = logging.getLogger(__name__)
 
 # (epoch, step, steps_per_epoch, loss, triples_per_second)
 StepCallback = Callable[[int, int, int, float, float], None]
-# (epoch, validation metrics, improved)
-EvalCallback = Callable[[int, dict[str, float], bool], None]
 # (model, batch of (h, r, t) rows) -> an extra loss term, e.g. distillation's soft loss
 LossHook = Callable[[KGModel, torch.Tensor], torch.Tensor]
 
@@ -122,10 +112,7 @@ def train_model(
     vocab = Vocabulary.of(kg)
     metadata = {"data": kg.name, "train_config": config.to_dict(), **(extra_metadata or {})}
 
-    start_epoch, best_mrr, best_epoch, waited = 1, -1.0, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
-    best_valid: dict[str, float] = {}
-    history: list[dict[str, float]] = []
+    start_epoch, stopping = 1, EarlyStopping()
     if resume and out is not None:
         state = load_resume_state(out)
         if state is not None:
@@ -135,14 +122,16 @@ def train_model(
             if "torch_rng" in state:  # dropout draws from the global generator
                 torch.set_rng_state(state["torch_rng"])
             start_epoch = int(state["epoch"]) + 1
-            best_mrr, best_epoch, waited = float(state["best_mrr"]), int(state["best_epoch"]), int(state["waited"])
-            best_state = state["best_model"]
-            best_valid = dict(state["best_valid"])
+            stopping = EarlyStopping.resumed(state)
             log.info("resumed from %s at epoch %d", resume_path(out), start_epoch)
+    if stopping.best_state is None:
+        stopping.remember(model)
+
+    def resume_state() -> dict[str, object]:  # what a resumed run needs beyond the model and early stopping
+        return {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
 
     steps = (len(queries) + config.batch_size - 1) // config.batch_size
     started = time.perf_counter()
-    last_eval = start_epoch - 1
     stop_reason, epoch = "epochs", start_epoch - 1
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
@@ -167,40 +156,14 @@ def train_model(
                 stop_reason = "time budget"
                 break
         last_epoch = epoch == config.epochs or stop_reason == "time budget"
-        overdue = (epoch - last_eval) * len(queries) >= config.eval_every_queries
-        if epoch % config.eval_every == 0 or last_epoch or overdue:
-            last_eval = epoch
-            metrics = evaluate_link_prediction(
-                model_scorer(model), kg, "valid", max_triples=config.max_valid_triples
-            )
-            metrics["epoch"] = epoch
-            history.append(metrics)
-            improved = metrics["mrr"] > best_mrr
-            if improved:
-                best_mrr, best_epoch, waited, best_valid = metrics["mrr"], epoch, 0, metrics
-                best_state = copy.deepcopy(model.state_dict())
-                if out is not None:
-                    model_meta = {**metadata, "epoch": epoch, "valid": metrics}
-                    save_checkpoint(out, model, vocab, model_meta)
-            else:
-                waited += 1
-            if on_eval is not None:
-                on_eval(epoch, metrics, improved)
-            if out is not None:
-                save_resume_state(out, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                    "epoch": epoch, "best_mrr": best_mrr,
-                    "best_epoch": best_epoch, "waited": waited, "best_model": best_state,
-                    "best_valid": best_valid,
-                })
-            if waited >= config.patience:
+        if stopping.due(epoch, config, len(queries), last_epoch):
+            if stopping.validate(epoch, model, kg, config, out, vocab, metadata, resume_state, on_eval):
                 stop_reason = "early stopping"
         if stop_reason != "epochs":
             break
-    model.load_state_dict(best_state)
+    model.load_state_dict(stopping.best_state)
     model.eval()
     elapsed = time.perf_counter() - started
     log.info("trained %s for %d epochs in %.1f s (%s); best valid MRR %.4f at epoch %d",
-             model_config.model, epoch, elapsed, stop_reason, best_mrr, best_epoch)
-    return TrainResult(model, best_valid, best_epoch, epoch, elapsed, stop_reason, history)
+             model_config.model, epoch, elapsed, stop_reason, stopping.best_mrr, stopping.best_epoch)
+    return TrainResult(model, stopping.best_valid, stopping.best_epoch, epoch, elapsed, stop_reason, stopping.history)
