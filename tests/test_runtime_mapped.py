@@ -218,17 +218,25 @@ def test_bisection_and_dict_give_the_same_ids_errors_and_suggestions(names: set[
         assert other not in bisecting and other not in by_dict
 
 
-def test_a_large_vocabulary_suggests_from_the_same_first_character_range() -> None:
-    """Past 50,000 names only names sharing the first character are compared: a contiguous range."""
+def test_a_large_vocabulary_suggests_from_the_sorted_neighbourhood() -> None:
+    """Past 50,000 names, sorted names are compared only within the first character's range, and of
+    that only the 5,000 around the probe's sorted position: a bounded pool, where the typos of ids
+    (a changed or extra character late in the name) find their name."""
     stems = ("user", "product", "item", "Ωmega", "ürün", "商品", "🙂emoji", "zeta")
     names = sorted({f"{stem}_{i}" for stem in stems for i in range(6_500)}, key=lambda x: x.encode())
     bisecting, by_dict = _both(names)
     assert len(names) > 50_000
-    for probe in ("user_17a", "prodcut_4", "ürün_7999x", "商品_12", "🙂emoji_3", "Zeta_5", "\ud800x", "q"):
+    for probe, expected in (("user_17a", "user_17"), ("prodcut_4", "product_4"), ("ürün_17x", "ürün_17"),
+                            ("商品_12", "商品_12"), ("user_6499x", "user_6499")):
+        assert _outcome(bisecting, probe)[0] == "unknown"
+        assert suggest(probe, bisecting.names)[0] == suggest(probe, list(names))[0] == expected
+    for probe in ("Zeta_5", "\ud800x", "q"):  # no name shares the first character: nothing to suggest
         assert _outcome(bisecting, probe) == _outcome(by_dict, probe)
-        assert suggest(probe, bisecting.names) == suggest(probe, list(names))
     umlaut = [i for i, name in enumerate(names) if name.startswith("ü")]
     assert bisecting.names.starting_with("ü") == range(umlaut[0], umlaut[-1] + 1)
+    users = bisecting.names.starting_with("user_")
+    assert len(users) == 6_500 and all(bisecting.names[i].startswith("user_") for i in (users[0], users[-1]))
+    assert bisecting.names.position("user_17a") == names.index("user_17") + 1
 
 
 def test_unsorted_names_fall_back_to_a_dict(tiny: TinyBundle) -> None:
