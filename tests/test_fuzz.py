@@ -17,6 +17,7 @@ import functools
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -33,7 +34,7 @@ from bundle_factory import TinyBundle, build_bundle, edit_manifest, fresh  # noq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kgedge.compress.recipe import STEP_SETTINGS, Recipe, RecipeError, available_recipes, load_recipe
+from kgedge.compress.recipe import SETTING_TYPES, STEP_SETTINGS, Recipe, RecipeError, available_recipes, load_recipe
 from kgedge.data.kg import KGFormatError, load_kg
 from kgedge.export.profile import ExportProfile, ProfileError, available_profiles, load_profile
 from kgedge.runtime import BundleError, EdgeModel, QueryError, read_bundle
@@ -237,6 +238,11 @@ def _check_recipe(recipe: Recipe) -> None:
     assert recipe.steps and recipe.export_bits in (4, 7, 8, 32)
     for step in recipe.steps:
         assert step.kind in STEP_SETTINGS and set(step.settings) == set(STEP_SETTINGS[step.kind])
+        for name, value in step.settings.items():  # every accepted value has its setting's type
+            wanted, _, nullable = SETTING_TYPES[name].partition("|")
+            assert (value is None and nullable) or {
+                "int": lambda v: type(v) is int, "number": lambda v: type(v) in (int, float),
+                "bool": lambda v: type(v) is bool, "text": lambda v: type(v) is str}[wanted](value), (name, value)
 
 
 def target_recipe_dict(world: World, data: st.DataObject) -> None:
@@ -473,6 +479,18 @@ def test_profile_and_recipe_files_too_large_to_parse_are_named(tmp_path: Path, t
         load_profile(path)
     with pytest.raises(RecipeError, match="cannot read recipe"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"kind": "distill", "epochs": "x"}, "step 1 (distill) epochs='x' must be an integer"),
+    ({"kind": "qat", "bits": 8.0}, "step 1 (qat) bits=8.0 must be an integer"),
+    ({"kind": "distill", "adaptive": 1}, "step 1 (distill) adaptive=1 must be true or false"),
+    ({"kind": "prune_magnitude", "threshold": "0.1"}, "threshold='0.1' must be a number (or left out)"),
+    ({"kind": "distill", "student": 3}, "student=3 must be a string"),
+])
+def test_recipe_setting_values_are_type_checked_when_read(setting: dict, message: str) -> None:
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        Recipe.from_dict({"steps": [setting]})
 
 
 def test_a_recipe_step_kind_that_is_a_list_is_a_recipe_error() -> None:

@@ -20,6 +20,30 @@ STEP_SETTINGS: dict[str, dict[str, object]] = {
     # entity table E ≈ U·V by truncated SVD, then fine-tune U and V (kept dense when not smaller)
     "lowrank": {"rank": 16, "epochs": 50, "lr": None},
 }
+# the value each setting takes: "int" (not bool), "number" (int or float), "bool", "text", and "|none"
+# for settings whose default None means "the model's own" (a learning rate) or "unset"
+SETTING_TYPES: dict[str, str] = {
+    "student": "text", "dim": "int", "epochs": "int", "alpha": "number", "temperature": "number", "init": "text",
+    "candidates": "text", "hint_weight": "number", "adaptive": "bool", "lr": "number|none", "keep": "int",
+    "sparsity": "number", "threshold": "number|none", "bits": "int", "rank": "int",
+}
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "text": lambda v: isinstance(v, str),
+}
+_TYPE_WORDS = {"int": "an integer", "number": "a number", "bool": "true or false", "text": "a string"}
+
+
+def _type_error(name: str, value: object) -> str | None:
+    """Why ``value`` does not fit setting ``name`` (None when it does)."""
+    wanted, _, nullable = SETTING_TYPES[name].partition("|")
+    if (value is None and nullable) or _TYPE_CHECKS[wanted](value):
+        return None
+    return f"{name}={value!r} must be {_TYPE_WORDS[wanted]}{' (or left out)' if nullable else ''}"
+
+
 # steps that rewrite the dense entity table's columns or weights: meaningless once it is factored
 DENSE_ONLY = ("prune_dims", "prune_magnitude")
 
@@ -66,7 +90,12 @@ class Recipe:
                 raise RecipeError(f"{source}: step {number} ({kind}) follows a lowrank step; {', '.join(DENSE_ONLY)} "
                                   "need a dense entity table: put them before lowrank")
             factored = kind == "lowrank" or (factored and kind != "distill")  # distill starts a dense student
-            steps.append(Step(kind, {**defaults, **{k: v for k, v in step.items() if k != "kind"}}))
+            given = {k: v for k, v in step.items() if k != "kind"}
+            for name, value in given.items():
+                problem = _type_error(name, value)
+                if problem:
+                    raise RecipeError(f"{source}: step {number} ({kind}) {problem}")
+            steps.append(Step(kind, {**defaults, **given}))
         bits = raw.get("export_bits", 8)
         if bits not in (4, 7, 8, 32):
             raise RecipeError(f"{source}: export_bits={bits!r}; allowed: 4, 7, 8, 32")
