@@ -134,7 +134,11 @@ class ExportProfile:
         try:
             raw["session"] = SessionSettings(**raw.get("session", {}))  # type: ignore[arg-type]
             raw["validation"] = ValidationThresholds(**raw.get("validation", {}))  # type: ignore[arg-type]
-            raw["cpu_flags"] = tuple(raw.get("cpu_flags", ()))  # type: ignore[arg-type]
+            flags = raw.get("cpu_flags", [])
+            if not isinstance(flags, (list, tuple)) or not all(isinstance(f, str) and f.strip() for f in flags):
+                raise ProfileError(f"cpu_flags={flags!r}; allowed: a list of /proc/cpuinfo flag names, "
+                                   'e.g. ["avx2", "fma"]')
+            raw["cpu_flags"] = tuple(flags)
             return cls(**raw)  # type: ignore[arg-type]
         except ProfileError as err:
             raise ProfileError(f"{source}: {err}") from None
