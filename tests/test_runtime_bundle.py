@@ -92,6 +92,12 @@ def test_bad_manifests_are_refused_with_a_clear_message(fresh: TinyBundle, chang
         EdgeModel.load(fresh.path)
 
 
+def test_an_oversized_manifest_is_refused_before_it_is_parsed(fresh: TinyBundle, no_session: None) -> None:
+    edit_manifest(fresh.path, lambda m: m.__setitem__("padding", "x" * (2 << 20)))
+    with pytest.raises(BundleError, match=r"manifest\.json: 2,09\d,\d{3} bytes, more than a manifest can be"):
+        EdgeModel.load(fresh.path)
+
+
 def test_inconsistent_arrays_are_refused(fresh: TinyBundle) -> None:
     np.save(fresh.path / "entity_types.npy", np.full(26, 7, dtype=np.int32))
     edit_manifest(fresh.path, lambda m: None, rehash=True)

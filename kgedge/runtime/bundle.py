@@ -65,6 +65,8 @@ _NAME_CHUNK_BYTES = 1 << 20
 #: Integer dtypes used as they are (the exporter writes these); others are converted to int64.
 _KEPT_DTYPES: Final = (np.dtype(np.int32), np.dtype(np.int64))
 _NPY_HEADER_MAX = 65_536  # np.load's limit is 10,000 bytes of header text
+#: kgedge writes a few KiB (names and indexes live in their own files)
+MAX_MANIFEST_BYTES: Final = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REEXPORT = "re-export the bundle with `kgedge export`"
 
@@ -174,6 +176,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
     where = root / MANIFEST
     if where.is_symlink() or not where.is_file():
         raise BundleError(f"{where}: missing (or not a plain file); is {root} a bundle made by `kgedge export`?")
+    size = where.stat().st_size
+    if size > MAX_MANIFEST_BYTES:  # kgedge writes a few KiB whatever the model's size: never parse a giant
+        raise BundleError(f"{where}: {size:,} bytes, more than a manifest can be ({MAX_MANIFEST_BYTES:,}); {_REEXPORT}")
     try:
         manifest = json.loads(where.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, an int of > 4300 digits, deep nesting
