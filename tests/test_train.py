@@ -101,6 +101,16 @@ def test_nssa_with_type_constrained_sampler_learns_and_samples_only_same_type_ne
     assert result.best_valid["mrr"] > 3 * _random_mrr(typed_kg)
 
 
+@pytest.mark.parametrize("name", ["distmult", "complex"])
+def test_nssa_trains_dot_product_models_from_a_small_init(kg: KnowledgeGraph, name: str) -> None:
+    """The margin γ shifts distances only: on a dot product it would start the positive term saturated
+    (logsigmoid(9 + ~0)) and the model would only learn to push negatives down (MRR ~0.03 here)."""
+    config = default_train_config(name, loss="nssa", num_negatives=16, epochs=40, batch_size=64, lr=0.03,
+                                  eval_every=10, patience=10, seed=0)
+    result = train_model(kg, _model_config(kg, name), config)
+    assert evaluate_link_prediction(model_scorer(result.model), kg, "test")["mrr"] > 0.8
+
+
 def test_negative_sampler_type_constrained_covers_each_type() -> None:
     types = np.array([0, 1, 1, 2, 0, 1, 2, 2, 2])
     sampler = NegativeSampler(len(types), types, torch.Generator().manual_seed(0))

@@ -30,7 +30,8 @@ class TrainConfig:
             ``nssa`` (negative sampling with self-adversarial weighting, Sun et al., 2019).
         label_smoothing: for the 1-N losses.
         regularizer, reg_weight: N3 or L2 on the embeddings a batch touches.
-        num_negatives, adversarial_temperature, margin: for ``nssa``.
+        num_negatives, adversarial_temperature, margin: for ``nssa``; the margin γ applies to the
+            distance models (TransE, RotatE score ``γ - d``), dot-product models use none.
         type_constrained: ``nssa`` draws negative tails of the true tail's type.
         eval_every: validate every this many epochs (early stopping on filtered validation MRR)...
         eval_every_queries: ...or once this many training queries have passed since the last

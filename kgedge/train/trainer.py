@@ -61,10 +61,13 @@ def batch_loss(
     if config.loss == "nssa":
         assert sampler is not None
         negatives = sampler.sample(t.cpu(), config.num_negatives).to(batch.device)
+        # γ shifts distances (the paper's γ - d); a dot product needs no shift, and with one the
+        # positive term starts saturated (logsigmoid(9 + ~0)), so only negatives get pushed: collapse
+        margin = config.margin if model.interaction == "l2" else 0.0
         loss = losses.self_adversarial_loss(
             model.score_hrt(h, r, t),
             model.score_tails(h, r, negatives),
-            config.margin,
+            margin,
             config.adversarial_temperature,
         )
     else:
