@@ -142,7 +142,7 @@ def report(rows: list[dict[str, object]], wordnet: list[dict[str, object]], dim:
         lines += ["", "## wordnet-rr", "",
                   "Batch 1000, stopped by the time budget (`TrainConfig.max_time_s`); a KG-embedding model "
                   "under the same budget as reference. `full graph`: one full-graph encoding per optimizer step, "
-                  "1-N cross entropy over all 40,943 entities (rows without a loss column were run so). With "
+                  "1-N cross entropy over all 41,278 entities (rows without a loss column were run so). With "
                   "fanouts: negative sampling (`nssa`), each step encodes only the batch's heads and sampled "
                   "tails over neighbour-sampled subgraphs (`kgedge.models.sampling`).", "",
                   table(wordnet, ("model", "dim", "optimizer", "lr", "loss", "fanouts", "mrr", "hits_at_1", "hits_at_10", "train_s",
