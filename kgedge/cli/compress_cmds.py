@@ -10,6 +10,9 @@ import typer
 from kgedge.cli.common import print_json, print_table, require_torch, user_errors
 from kgedge.cli.model_cmds import DATA_HELP
 
+# listed from the files: importing kgedge.compress would import torch, and --help must work without it
+SHIPPED_RECIPES = sorted(p.stem for p in (Path(__file__).parents[1] / "compress" / "recipes").glob("*.toml"))
+
 
 def _run(teacher: Path, data: str, recipe, out: Path, seed: int, max_time: float, json_out: bool) -> None:  # noqa: ANN001
     from kgedge.compress.pipeline import run_recipe
@@ -45,12 +48,12 @@ def compress(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint."),
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Student checkpoint to write."),
-    recipe: str = typer.Option("default", "--recipe", help="Shipped recipe name (default, distill-prune-qat, tiny-int4) or a .toml file."),
+    recipe: str = typer.Option("default", "--recipe", help=f"Shipped recipe name ({', '.join(SHIPPED_RECIPES)}) or a .toml file."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     max_time: float = typer.Option(0.0, "--max-time", help="Training budget per step in seconds (0 = early stopping only)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with every step's figures."),
 ) -> None:
-    """Compress a teacher by a recipe (distil, prune, QAT), printing bytes, MRR and % of the teacher after each step."""
+    """Compress a teacher by a recipe (distil, prune, low-rank, QAT), printing bytes, MRR and % of the teacher after each step."""
     require_torch("compress")
     from kgedge.compress.recipe import load_recipe
 
