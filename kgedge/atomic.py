@@ -7,16 +7,44 @@ leaves a half-written file where a good one is expected. Standard library only.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
+#: a temporary sibling untouched for this long was left by a killed process (a write takes seconds
+#: to minutes), so the next write of the same target removes it
+STALE_AFTER_S = 6 * 3600
+
+
 def _sibling(target: Path) -> Path:
-    """An unused hidden name beside ``target``: ``.NAME.<random>.tmp``."""
+    """An unused hidden name beside ``target``: ``.NAME.<random>.tmp``; stale ones are swept first."""
+    _sweep_stale(target)
     return target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+
+
+def _sweep_stale(target: Path) -> None:
+    """Remove ``.NAME.<16 hex>.tmp`` siblings of ``target`` not modified for :data:`STALE_AFTER_S`."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{16}}\.tmp")
+    cutoff = time.time() - STALE_AFTER_S
+    try:
+        candidates = [p for p in target.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
 
 
 @contextmanager

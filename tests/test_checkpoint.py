@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,30 @@ def test_atomic_outputs_get_the_permissions_of_a_plain_write(tmp_path: Path) -> 
 
     assert mode(tmp_path / "m.ckpt") == mode(resume_path(tmp_path / "m.ckpt")) == mode(plain_file)
     assert mode(tmp_path / "bundle") == mode(plain_dir)
+
+
+def test_stale_temporaries_of_a_killed_write_are_swept_by_the_next_write(tmp_path: Path) -> None:
+    from kgedge.atomic import STALE_AFTER_S, atomic_path
+
+    target = tmp_path / "m.ckpt"
+    old = time.time() - STALE_AFTER_S - 60
+    stale_file, stale_dir = tmp_path / ".m.ckpt.0123456789abcdef.tmp", tmp_path / ".bundle.fedcba9876543210.tmp"
+    stale_file.write_bytes(b"half a checkpoint")
+    stale_dir.mkdir()
+    (stale_dir / "model.onnx").write_bytes(b"half a model")
+    recent = tmp_path / ".m.ckpt.aaaaaaaaaaaaaaaa.tmp"  # another process may be writing it now
+    recent.write_bytes(b"in progress")
+    unrelated = tmp_path / ".m.ckpt.notours.tmp"
+    unrelated.write_bytes(b"x")
+    for path in (stale_file, stale_dir, unrelated):
+        os.utime(path, (old, old))
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert not stale_file.exists() and recent.exists() and unrelated.exists() and target.read_bytes() == b"new"
+    assert stale_dir.exists()  # another target's leftovers wait for that target's next write
+    with atomic_directory(tmp_path / "bundle") as directory:
+        (directory / "model.onnx").write_bytes(b"model")
+    assert not stale_dir.exists() and (tmp_path / "bundle" / "model.onnx").read_bytes() == b"model"
 
 
 def test_resume_state_round_trip_with_weights_only(tmp_path: Path) -> None:
