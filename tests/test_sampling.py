@@ -15,6 +15,7 @@ from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph, graph_e
 from kgedge.models.sampling import NeighbourSampler
 from kgedge.train.checkpoint import load_checkpoint
 from kgedge.train.config import default_train_config
+from kgedge.train.negatives import NegativeSampler
 from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import train_model
 
@@ -73,10 +74,35 @@ def test_full_fanouts_reproduce_full_graph_encoding(kg: KnowledgeGraph, name: st
     model = attach_graph(build(config), kg)
     ids = torch.tensor([[0, 5, 9], [5, 17, 40]])
     model.train()
-    sampled = model.encode_rows(ids)
+    sampled = model.entity_rows(ids)
     with torch.no_grad():
         full = model.eval().entity_table()[ids]
     torch.testing.assert_close(sampled.detach(), full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_sampled_step_encodes_each_id_set_once_and_a_new_step_again(kg: KnowledgeGraph,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nssa loss asks for the heads in both scorers and the regulariser: one encoding serves all."""
+    from kgedge.train.trainer import batch_loss
+
+    model = attach_graph(build(graph_model_config(kg, "gcn", 8, fanouts=[3, 3])), kg).train()
+    calls: list[tuple[int, ...]] = []
+    original = type(model)._encode_sampled
+
+    def counting(self: GraphEncoderModel, ids: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(ids.shape))
+        return original(self, ids)
+
+    monkeypatch.setattr(type(model), "_encode_sampled", counting)
+    config = default_train_config("gcn", loss="nssa", num_negatives=4, seed=0)
+    sampler = NegativeSampler(kg.num_entities, None, torch.Generator().manual_seed(0))
+    batch = torch.as_tensor(kg.with_reciprocals(kg.train))[:16]
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch_loss(model, batch, config, sampler).backward()
+    assert sorted(calls) == [(16,), (16,), (16, 4)]  # heads, tails, negatives: once each
+    optimizer.step()
+    batch_loss(model, batch, config, sampler).backward()  # new parameters: encoded afresh
+    assert len(calls) == 6
 
 
 def test_sampling_only_while_training_with_gradients(kg: KnowledgeGraph) -> None:

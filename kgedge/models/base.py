@@ -93,6 +93,11 @@ class KGModel(nn.Module):
         """The candidate table scored against, shape ``(num_entities, entity_width)``."""
         return self.entity.weight
 
+    def entity_rows(self, ids: Tensor) -> Tensor:
+        """Rows of the candidate table for ``ids`` (any shape), shape ``(*ids.shape, entity_width)``:
+        a lookup, without building the whole table (a factored table multiplies only these rows)."""
+        return self.entity(ids)
+
     def query(self, heads: Tensor, relations: Tensor) -> Tensor:
         """Query vectors for ``(h, r, ?)``, shape ``(batch, entity_width)``."""
         raise NotImplementedError
@@ -116,10 +121,7 @@ class KGModel(nn.Module):
     def score_hrt(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
         """Scores of given triples, shape ``(batch,)``; the same query dropout as the other scorers."""
         q = self.drop(self.query(heads, relations))
-        t = self.entity_table()[tails]
-        if self.interaction == "dot":
-            return (q * t).sum(-1)
-        return -(q - t).norm(dim=-1)
+        return self._interact(q, self.entity_rows(tails))
 
     def score_tails(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
         """Scores of chosen candidate tails per query (e.g. sampled negatives).
@@ -131,7 +133,10 @@ class KGModel(nn.Module):
             shape ``(batch, m)``.
         """
         q = self.drop(self.query(heads, relations)).unsqueeze(1)
-        t = self.entity_table()[tails]
+        return self._interact(q, self.entity_rows(tails))
+
+    def _interact(self, q: Tensor, t: Tensor) -> Tensor:
+        """Scores of query vectors against candidate rows (broadcast), over the last axis."""
         if self.interaction == "dot":
             return (q * t).sum(-1)
         return -(q - t).norm(dim=-1)

@@ -121,6 +121,8 @@ class GraphEncoderModel(KGModel):
         self._table: Tensor | None = None
         self._sampler_key: tuple[int, ...] | None = None
         self._sampler: NeighbourSampler | None = None
+        self._rows_key: tuple[object, ...] | None = None
+        self._rows: list[tuple[Tensor, Tensor]] = []  # (ids, sampled rows) of the current step
         self._warned_full = False
 
     @property
@@ -187,10 +189,32 @@ class GraphEncoderModel(KGModel):
         """Whether rows are encoded over sampled subgraphs now (training with ``fanouts`` set)."""
         return bool(self.opts.fanouts) and self.training and torch.is_grad_enabled()
 
-    def encode_rows(self, ids: Tensor) -> Tensor:
-        """Encoded rows of ``ids`` (any shape), shape ``(*ids.shape, W)``: sampled while :meth:`sampling`."""
+    def entity_rows(self, ids: Tensor) -> Tensor:
+        """Encoded rows of ``ids`` (any shape), shape ``(*ids.shape, W)``: rows of the full-graph table,
+        or, while :meth:`sampling`, encoded over a sampled subgraph.
+
+        Within one optimizer step the same ids get the same rows (a step asks for the heads in each
+        scorer and again in the regulariser): rows are kept until the parameters change or backward
+        has passed through them, like the full table.
+        """
         if not self.sampling():
             return self.entity_table()[ids]
+        key = tuple(_identity(t) for t in self._watched())
+        if key != self._rows_key:
+            self._rows, self._rows_key = [], key
+        for seen, rows in self._rows:
+            if seen.shape == ids.shape and torch.equal(seen, ids):
+                return rows
+        rows = self._encode_sampled(ids)
+        if rows.requires_grad:
+            rows.register_hook(self._forget_rows)
+        self._rows.append((ids, rows))
+        return rows
+
+    def _forget_rows(self, grad: Tensor) -> None:
+        self._rows, self._rows_key = [], None
+
+    def _encode_sampled(self, ids: Tensor) -> Tensor:
         key = tuple(_identity(t) for t in (self.edge_index, self.edge_type))
         if self._sampler is None or key != self._sampler_key:
             self._sampler = NeighbourSampler(self.edge_index.cpu(), self.edge_type.cpu(), self.config.num_entities)
@@ -231,33 +255,22 @@ class GraphEncoderModel(KGModel):
         self._table, self._table_key = None, None
 
     def query(self, heads: Tensor, relations: Tensor) -> Tensor:
-        return self.decoder.query(self.encode_rows(heads), self.relation(relations))
-
-    def score_hrt(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
-        q = self.drop(self.query(heads, relations))
-        return self._interact(q, self.encode_rows(tails))
-
-    def score_tails(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
-        q = self.drop(self.query(heads, relations)).unsqueeze(1)
-        return self._interact(q, self.encode_rows(tails))
-
-    def _interact(self, q: Tensor, t: Tensor) -> Tensor:
-        if self.interaction == "dot":
-            return (q * t).sum(-1)
-        return -(q - t).norm(dim=-1)
+        return self.decoder.query(self.entity_rows(heads), self.relation(relations))
 
     def factors(self, heads: Tensor, relations: Tensor, tails: Tensor) -> list[Tensor]:
-        return self.decoder.factors(self.encode_rows(heads), self.relation(relations), self.encode_rows(tails))
+        return self.decoder.factors(self.entity_rows(heads), self.relation(relations), self.entity_rows(tails))
 
     def __getstate__(self) -> dict[str, Any]:
         # the caches may hold autograd graphs, which cannot be copied or pickled; they rebuild on use
         state = self.__dict__.copy()
-        state.update(_graph=None, _graph_key=None, _table=None, _table_key=None, _sampler=None, _sampler_key=None)
+        state.update(_graph=None, _graph_key=None, _table=None, _table_key=None, _sampler=None, _sampler_key=None,
+                     _rows=[], _rows_key=None)
         return state
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
         # moving the model (.to(device)) invalidates the derived tensors
         self._graph, self._graph_key, self._table, self._table_key = None, None, None, None
+        self._rows, self._rows_key = [], None
         return super()._apply(fn, recurse)
 
 
