@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from kgedge.bench.machine import median_seconds
 from kgedge.export.builder import BOOL, FLOAT, INT64, GraphBuilder, tensor_input
 from kgedge.export.graph import QUERY_ZERO_POINT, TABLE_ZERO_POINT, GraphSpec, _gather_rows, _type_bias
 from kgedge.export.profile import ExportProfile
@@ -73,17 +72,6 @@ def topk_session() -> ort.InferenceSession:
     nodes = [helper.make_node("TopK", ["scores", "k"], ["values", "ids"], axis=1, largest=1, sorted=1)]
     return session(_model(nodes, [vi("scores", TensorProto.FLOAT, [1, "n"]), vi("k", TensorProto.INT64, [1])],
                           [vi("values", TensorProto.FLOAT, [1, "k"]), vi("ids", TensorProto.INT64, [1, "k"])], []))
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def mac_rates(width: int = 64, columns: int = 8192, repeats: int = 50) -> dict[str, float]:

@@ -10,6 +10,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,13 +113,17 @@ def read_bandwidth(buffer_bytes: int = 256 << 20, repeats: int = 7) -> Bandwidth
         "or_u64": lambda: np.bitwise_or.reduce(buffer.view(np.uint64)),
         "count_nonzero_u8": lambda: np.count_nonzero(buffer.view(np.bool_)),
     }
-    rates: dict[str, float] = {}
-    for name, kernel in kernels.items():
-        kernel()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            kernel()
-            times.append(time.perf_counter() - start)
-        rates[name] = buffer.nbytes / float(np.median(times))
+    rates = {name: buffer.nbytes / median_seconds(kernel, repeats, warmup=1) for name, kernel in kernels.items()}
     return Bandwidth(max(rates.values()), int(buffer.nbytes), rates)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
