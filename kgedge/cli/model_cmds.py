@@ -102,15 +102,20 @@ def train(
 
 
 def _check_options(config) -> None:  # noqa: ANN001 (ModelConfig; torch-only import)
-    """Build the model once so that unknown or bad options fail before any data work or training."""
-    from kgedge.models import build
+    """Read the options as the model will, so that unknown or bad ones fail before training (no tables built)."""
+    from kgedge.models import resolve
+    from kgedge.models.factored import ENTITY_RANK, entity_rank
     from kgedge.models.graph_encoder import GraphEncoderModel
 
-    model = build(config)
-    unknown = sorted(set(config.options) - {"entity_rank"})
-    if not isinstance(model, GraphEncoderModel) and unknown:
+    cls = resolve(config.model)
+    if issubclass(cls, GraphEncoderModel):
+        cls.options_class.parse(dict(config.options))
+        return
+    unknown = sorted(set(config.options) - {ENTITY_RANK})
+    if unknown:
         raise ValueError(f"--option {', '.join(unknown)}: {config.model} takes only entity_rank (a factored "
                          "entity table); the other options are for the graph teachers gcn, gat, rgcn")
+    entity_rank(config.options)
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
