@@ -157,6 +157,29 @@ def test_add_seen_persists_and_is_honoured_after_reload(fresh: TinyBundle) -> No
     assert new_item in reloaded.seen("user_4") and f"user_4\tbought\t{new_item}" in reloaded.seen_path.read_text()
 
 
+def test_seen_lookup_of_one_query_equals_the_batch_path(fresh: TinyBundle) -> None:
+    # one query takes a scalar search; a batch the vectorised one: same tails, overlay included
+    model = EdgeModel.load(fresh.path)
+    model.add_seen("user_1", [n for n, _ in model.recommend("user_1", k=2)])
+    heads = np.arange(len(fresh.entities), dtype=np.int64).repeat(2 * len(RELATIONS))
+    relations = np.tile(np.arange(2 * len(RELATIONS), dtype=np.int64), len(fresh.entities))
+    batch = model._seen.lookup(heads, relations)
+    assert sum(len(b) for b in batch) > 0
+    for h, r, tails in zip(heads, relations, batch):
+        np.testing.assert_array_equal(model._seen.lookup(h[None], r[None])[0], tails)
+
+
+def test_graph_guard_drops_nan_scores(caplog: pytest.LogCaptureFixture) -> None:
+    class NaNSession:
+        def run(self, outputs, feeds):  # noqa: ANN001, ANN202
+            return np.array([[2, 0, 1]]), np.array([[np.nan, 5.0, 4.0]], dtype=np.float32)
+
+    graph = TopKGraph(NaNSession(), np.zeros(3, dtype=np.int64), 1)  # type: ignore[arg-type]
+    ids, scores = graph.topk(np.array([0]), np.array([0]), 3, np.array([True]), np.zeros((1, 0), np.int64))
+    assert ids.tolist() == [[0, 1, -1]] and scores[0, :2].tolist() == [5.0, 4.0]
+    assert "1 NaN scores" in caplog.text
+
+
 def test_add_seen_unknown_name_changes_nothing(fresh: TinyBundle) -> None:
     model = EdgeModel.load(fresh.path)
     with pytest.raises(UnknownNameError, match="product_1"):

@@ -79,9 +79,14 @@ class KnownTails:
         return rows, self.tails[np.repeat(starts, counts) + within].astype(np.int64, copy=False)
 
     def tails_of(self, head: int, relation: int) -> np.ndarray:
-        """Sorted known tails of one query, shape ``(m,)`` int64."""
-        start, end = self._ranges(np.array([head]), np.array([relation]))
-        return self.tails[start[0] : end[0]].astype(np.int64, copy=False)
+        """Sorted known tails of one query, shape ``(m,)`` int64 (a scalar search: the single-query path)."""
+        key = int(head) * self.num_relations + int(relation)
+        if len(self.keys) == 0 or not self.keys[0] <= key <= self.keys[-1]:  # also keeps key inside the dtype
+            return np.zeros(0, dtype=np.int64)
+        pos = int(np.searchsorted(self.keys, self.keys.dtype.type(key)))
+        if self.keys[pos] != key:
+            return np.zeros(0, dtype=np.int64)
+        return self.tails[int(self.offsets[pos]) : int(self.offsets[pos + 1])].astype(np.int64, copy=False)
 
     def __len__(self) -> int:
         return len(self.tails)

@@ -36,6 +36,7 @@ class TopKGraph:
         self.num_types = num_types
         self.num_entities = len(entity_types)
         self.type_counts = np.bincount(entity_types, minlength=num_types)
+        self._k_inputs: dict[int, np.ndarray] = {}  # k as the graph's [1] int64 input, made once per k
 
     def allowed_entities(self, allowed_types: np.ndarray) -> np.ndarray:
         """Shape ``(N,)`` bool: entities whose type is allowed."""
@@ -49,8 +50,16 @@ class TopKGraph:
              exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw graph outputs over chunks of rows: ids ``(B, k)`` int64, scores ``(B, k)`` float32."""
         rows = max(1, MAX_CELLS_PER_RUN // self.num_entities)
+        k_input = self._k_inputs.get(k)
+        if k_input is None:
+            k_input = self._k_inputs.setdefault(k, np.array([k], dtype=np.int64))
+        if len(heads) <= rows:  # one run: no chunk bookkeeping (this is the single-query path)
+            ids, scores = self.session.run(["ids", "scores"], {
+                "head": heads, "relation": relations, "k": k_input, "allowed_types": allowed_types,
+                "exclude": np.ascontiguousarray(exclude),
+            })
+            return ids.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
         ids_parts, score_parts = [], []
-        k_input = np.array([k], dtype=np.int64)
         for start in range(0, len(heads), rows):
             part = slice(start, start + rows)
             ids, scores = self.session.run(["ids", "scores"], {
@@ -62,7 +71,7 @@ class TopKGraph:
         return np.concatenate(ids_parts).astype(np.int64, copy=False), np.concatenate(score_parts).astype(np.float32, copy=False)
 
     def topk(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
-             exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+             exclude: np.ndarray, all_allowed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` allowed, non-excluded entities per query; inputs already checked.
 
         Args:
@@ -70,26 +79,33 @@ class TopKGraph:
             k: ``1..N``.
             allowed_types: shape ``(T,)`` bool.
             exclude: shape ``(B, X)`` int64 ids in ``-1..N-1`` (-1 = padding).
+            all_allowed: whether every type is allowed (the caller may know; computed otherwise).
 
         Returns:
             ``(ids, scores)`` shape ``(B, k)`` int64 / float32, best first; rows with fewer valid
             results end with id -1 and score -inf.
         """
+        if all_allowed is None:
+            all_allowed = bool(allowed_types.all())
         ids, scores = self._run(heads, relations, k, allowed_types, exclude)
-        valid = (scores > -np.inf) & allowed_types[self.entity_types[ids]]
+        finite = scores > -np.inf  # False for -inf (masked) and NaN
+        valid = finite
+        if not all_allowed:
+            valid = valid & allowed_types[self.entity_types[ids]]
         if exclude.shape[1]:
             n = self.num_entities
             row = np.arange(len(ids), dtype=np.int64)[:, None]
             excluded = np.isin(row * n + ids, (row * n + exclude)[exclude >= 0])
-            valid &= ~excluded
-        leaked = ~valid & (scores > -np.inf)
-        if np.isnan(scores).any():
-            log.warning("the graph returned %d NaN scores; they were dropped: re-export the bundle",
-                        int(np.isnan(scores).sum()))
-        if leaked.any():
-            log.warning("the graph ranked %d disallowed or excluded entities with finite scores; they were "
-                        "dropped, but the bundle's masking is wrong: re-export it", int(leaked.sum()))
+            valid = valid & ~excluded
+        if valid is not finite:  # something was checked beyond the scores themselves
+            leaked = finite & ~valid
+            if leaked.any():
+                log.warning("the graph ranked %d disallowed or excluded entities with finite scores; they were "
+                            "dropped, but the bundle's masking is wrong: re-export it", int(leaked.sum()))
         if not valid.all():
+            if np.isnan(scores).any():
+                log.warning("the graph returned %d NaN scores; they were dropped: re-export the bundle",
+                            int(np.isnan(scores).sum()))
             order = np.argsort(~valid, axis=1, kind="stable")  # valid results first, order kept
             ids, scores, valid = (np.take_along_axis(a, order, axis=1) for a in (ids, scores, valid))
             ids = np.where(valid, ids, -1)

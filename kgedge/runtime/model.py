@@ -60,6 +60,11 @@ class EdgeModel:
         session = create_session(bundle.model, settings, str(bundle.source), len(bundle.types))
         self._graph = TopKGraph(session, bundle.entity_types, len(bundle.types))
         self._seen = SeenIndex(bundle.known, self._entities, self._data_relations, bundle.overlay_path)
+        # fixed per bundle, asked on every query
+        self._num_entities = len(self._entities)
+        self._num_relation_ids = 2 * len(self._data_relations)
+        self._every_type = np.ones(len(self._types), dtype=bool)
+        self._every_type.flags.writeable = False
         for label, text in bundle.overlays:
             self._seen.load_overlay(label, text)
 
@@ -104,7 +109,7 @@ class EdgeModel:
 
     @property
     def num_entities(self) -> int:
-        return len(self._entities)
+        return self._num_entities
 
     @property
     def num_relations(self) -> int:
@@ -133,7 +138,7 @@ class EdgeModel:
     def allowed_types(self, types: str | Sequence[str] | None) -> np.ndarray:
         """Shape ``(T,)`` bool mask of the named types (all True for ``None``)."""
         if types is None:
-            return np.ones(len(self._types), dtype=bool)
+            return self._every_type.copy()
         mask = np.zeros(len(self._types), dtype=bool)
         mask[[self._types.id(t) for t in names_of(types, "types")]] = True
         return mask
@@ -161,19 +166,22 @@ class EdgeModel:
             QueryError: non-integer or out-of-range ids, mismatched or empty batch, bad ``k``,
                 unknown type, or bad ``exclude``.
         """
-        heads = check_ids(heads, "heads", self.num_entities)
-        relations = check_ids(relations, "relations", 2 * self.num_relations)
+        heads = check_ids(heads, "heads", self._num_entities)
+        relations = check_ids(relations, "relations", self._num_relation_ids)
         if heads.shape != relations.shape:
             raise QueryError(f"heads {heads.shape} and relations {relations.shape} must have the same length")
-        allowed = self.allowed_types(types)
-        candidates = self._graph.count_allowed(allowed)
-        scope = "entities" if types is None else f"entities of types {names_of(types, 'types')}"
+        if types is None:  # the common case: no mask to build or count
+            allowed, candidates, scope = self._every_type, self._num_entities, "entities"
+        else:
+            allowed = self.allowed_types(types)
+            candidates = self._graph.count_allowed(allowed)
+            scope = f"entities of types {names_of(types, 'types')}"
         k = check_k(k, candidates, scope)
-        excluded = check_exclude(exclude, len(heads), self.num_entities)
+        excluded = check_exclude(exclude, len(heads), self._num_entities)
         if exclude_seen:
             seen = pad_rows(self._seen.lookup(heads, relations))
-            excluded = np.concatenate([excluded, seen], axis=1)
-        return self._graph.topk(heads, relations, k, allowed, excluded)
+            excluded = seen if not excluded.shape[1] else np.concatenate([excluded, seen], axis=1)
+        return self._graph.topk(heads, relations, k, allowed, excluded, all_allowed=types is None or None)
 
     def score_all(self, heads: np.ndarray, relations: np.ndarray) -> np.ndarray:
         """Scores of every entity for each query, shape ``(B, N)`` float32 (higher is better).

@@ -118,6 +118,12 @@ class SeenIndex:
         Returns:
             ``B`` int64 arrays.
         """
+        if len(heads) == 1:  # one query (a device's usual call): a scalar search, no coordinate lists
+            h, r = int(heads[0]), int(relations[0])
+            base = self.known.tails_of(h, r)
+            with self._lock:
+                more = self._added.get((h, r))
+            return [np.union1d(base, np.fromiter(more, dtype=np.int64)) if more else base]
         if len(self.known.keys):
             rows, tails = self.known.lookup(heads, relations)
         else:  # KnownTails cannot search an empty index
