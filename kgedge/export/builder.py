@@ -36,6 +36,18 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, **attrs))
         return outs
 
+    def branch(self) -> GraphBuilder:
+        """A builder for a subgraph (an ``If`` branch) that shares this one's names, so that nothing
+        it adds shadows a name of the outer graph; its nodes may read the outer graph's values."""
+        sub = GraphBuilder()
+        sub._name = self._name  # type: ignore[method-assign]
+        return sub
+
+    def subgraph(self, output: str, elem_type: int, name: str) -> onnx.GraphProto:
+        """This builder's nodes and constants as a graph with the single output ``output``."""
+        return helper.make_graph(self.nodes, name, [], [helper.make_tensor_value_info(output, elem_type, None)],
+                                 self.initializers)
+
     def slice_last(self, x: str, start: int, end: int) -> str:
         """``x[..., start:end]``."""
         return self.op("Slice", x, self.const(np.array([start], np.int64)),
@@ -58,5 +70,6 @@ def tensor_input(name: str, elem_type: int, shape: list[str | int]) -> onnx.Valu
 
 
 INT64 = TensorProto.INT64
+INT32 = TensorProto.INT32
 FLOAT = TensorProto.FLOAT
 BOOL = TensorProto.BOOL
