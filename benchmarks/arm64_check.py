@@ -117,7 +117,7 @@ def _agreement(a: dict, b: dict, name: str) -> dict[str, object]:
             "max_abs_score_diff": float(diff.max()) if diff.size else 0.0}
 
 
-def compare(work: Path, qemu_cpu: str) -> None:
+def compare(work: Path, qemu_cpu: str, check: bool = False) -> None:
     import onnxruntime as ort
 
     from kgedge.bench.machine import machine_info
@@ -180,11 +180,14 @@ def compare(work: Path, qemu_cpu: str) -> None:
     timing = ", ".join(f"{n}: load {t['emulated_load_s']:.1f} s, queries {t['emulated_query_s']:.1f} s"
                        for n, t in arm_info["timings"].items())
     lines += ["", f"Emulated timings ({timing}) are emulation, **not performance figures**; the whole script takes "
-              "about a minute once the aarch64 root is cached, so it fits in a CI step.",
+              "about a minute once the aarch64 root is cached; `.ci/run` runs it with `ARM64_CHECK=1`.",
               "", "Reproduce: `bash benchmarks/arm64_emulated.sh` (root for apt the first time; the aarch64 root is "
               "cached under `.cache/arm64-root`)."]
     (RESULTS / "arm64_emulated.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if check and not (result["ids_equal_exact_integer"] and result["control_ids_equal"]):
+        sys.exit("arm64 check failed: the emulated aarch64 ids differ from the exact integer result "
+                 "(arm64 bundle) or from x86 (x86-avx2 bundle); see benchmarks/results/arm64_emulated.md")
 
 
 def main() -> None:
@@ -192,6 +195,9 @@ def main() -> None:
     parser.add_argument("step", choices=("prepare", "answer", "compare"))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--qemu-cpu", default="neoverse-n1")
+    parser.add_argument("--check", action="store_true",
+                        help="compare: exit 1 unless aarch64 returns the exact integer ids (arm64 bundle) and the x86 "
+                             "ids (x86-avx2 bundle): what CI runs")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.step == "prepare":
@@ -199,7 +205,7 @@ def main() -> None:
     elif args.step == "answer":
         answer(args.work)
     else:
-        compare(args.work, args.qemu_cpu)
+        compare(args.work, args.qemu_cpu, args.check)
 
 
 if __name__ == "__main__":

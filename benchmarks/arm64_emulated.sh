@@ -10,14 +10,15 @@
 #
 # Re-runnable: every step that is already done is skipped. Needs root (apt-get) the first time.
 #   bash benchmarks/arm64_emulated.sh            # ~1-2 min once the root is cached
-# Environment: ARM64_ROOT (default .cache/arm64-root), ORT_ARM_VERSION (default 1.27.0: 1.28-1.32
+# Environment: ARM64_ROOT (default .cache/arm64-root), ARM64_WORK (default .cache/arm64-work), ORT_ARM_VERSION (default 1.27.0: 1.28-1.32
 # crash on import under qemu), QEMU_CPU (default neoverse-n1: qemu's default model gave wrong int8
-# results with onnxruntime 1.27), PYTHON (the x86 interpreter with kgedge[train], default python).
+# results with onnxruntime 1.27), PYTHON (the x86 interpreter with kgedge[train], default python),
+# ARM64_CHECK=1 (exit 1 unless aarch64 returns the exact integer ids: .ci/run sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 ROOT="${ARM64_ROOT:-$REPO/.cache/arm64-root}"
-WORK="$REPO/.cache/arm64-work"
+WORK="${ARM64_WORK:-$REPO/.cache/arm64-work}"
 ORT_ARM_VERSION="${ORT_ARM_VERSION:-1.27.0}"
 NUMPY_ARM_VERSION="${NUMPY_ARM_VERSION:-2.3.5}"
 export QEMU_CPU="${QEMU_CPU:-neoverse-n1}"
@@ -71,4 +72,4 @@ started=$(date +%s)
 arm_python benchmarks/arm64_check.py answer --work "$WORK"
 say "emulated run took $(( $(date +%s) - started )) s (emulation: not a performance figure)"
 # -- 4. compare and report --------------------------------------------------------------------------
-"$PYTHON" benchmarks/arm64_check.py compare --work "$WORK" --qemu-cpu "$QEMU_CPU"
+"$PYTHON" benchmarks/arm64_check.py compare --work "$WORK" --qemu-cpu "$QEMU_CPU" ${ARM64_CHECK:+--check}
