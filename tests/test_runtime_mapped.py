@@ -46,14 +46,14 @@ def parse_names(data: bytes, count: int) -> PackedNames:
     return bundle_module._names({"names.txt": data}, "names.txt", Path("b"), count)
 
 
-# -- the seen index: int32 (new exports) and int64 (older bundles), used as mapped ------------------
+# -- the seen index: uint16 / int32 (new exports) and int64 (older bundles), used as mapped ----------
 
-@pytest.mark.parametrize("dtype", ["int32", "int64"])
+@pytest.mark.parametrize("dtype", ["uint16", "int32", "int64"])
 def test_the_index_is_used_as_mapped_in_its_own_dtype(fresh: TinyBundle, tiny: TinyBundle, dtype: str) -> None:
     rewrite_index(fresh.path, dtype)
     bundle = read_bundle(fresh.path)
     for array in (bundle.known.keys, bundle.known.offsets, bundle.known.tails):
-        assert array.dtype == dtype  # no int64 copy of an int32 file, no conversion of an int64 one
+        assert array.dtype == dtype  # no int64 copy of a narrow file, no conversion of an int64 one
         assert not array.flags.writeable and not array.flags.owndata  # a view of the read-only map
     model, reference = load(bundle), EdgeModel.load(tiny.path)
     for got, want in zip(every_seen(model), every_seen(reference), strict=True):
@@ -63,7 +63,7 @@ def test_the_index_is_used_as_mapped_in_its_own_dtype(fresh: TinyBundle, tiny: T
     assert [model.recommend(u, k=5) for u in users] == [reference.recommend(u, k=5) for u in users]
 
 
-@pytest.mark.parametrize("dtype", ["uint16", ">i4", "uint64"])
+@pytest.mark.parametrize("dtype", ["int16", ">i4", "uint64"])
 def test_other_integer_dtypes_become_an_int64_copy(fresh: TinyBundle, tiny: TinyBundle, dtype: str) -> None:
     rewrite_index(fresh.path, dtype)
     model = EdgeModel.load(fresh.path)
@@ -82,7 +82,7 @@ def test_unsigned_keys_out_of_order_are_refused(fresh: TinyBundle) -> None:
         EdgeModel.load(fresh.path)
 
 
-def test_exported_bundles_write_the_index_as_int32(tmp_path: Path) -> None:
+def test_exported_bundles_write_the_index_and_types_in_the_narrowest_dtype(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from kgedge.data.generate import ShopConfig, generate_shop_kg, write_shop_kg
     from kgedge.data.kg import load_kg
@@ -91,12 +91,19 @@ def test_exported_bundles_write_the_index_as_int32(tmp_path: Path) -> None:
 
     write_shop_kg(generate_shop_kg(ShopConfig(num_entities=200, seed=3)), tmp_path / "data")
     kg = load_kg(tmp_path / "data")
+    assert kg.num_entities <= 256 < kg.num_entities * 2 * kg.num_relations <= 65536
     vocab_only = Checkpoint(model=None, vocab=CheckpointVocabulary.of(kg), metadata={})  # type: ignore[arg-type]
     _write_vocab(tmp_path, vocab_only, kg)
-    for name, want in zip(INDEX, (kg.known_train.keys, kg.known_train.offsets, kg.known_train.tails), strict=True):
+    # tails < 200 fit a byte; keys (head * 2R + relation) need two; offsets run to the tail count
+    offsets_dtype = np.uint8 if len(kg.known_train.tails) < 256 else np.uint16
+    for name, want, dtype in zip(INDEX, (kg.known_train.keys, kg.known_train.offsets, kg.known_train.tails),
+                                 (np.uint16, offsets_dtype, np.uint8), strict=True):
         saved = np.load(tmp_path / name, allow_pickle=False)
-        assert saved.dtype == np.int32
+        assert saved.dtype == dtype, name
         np.testing.assert_array_equal(saved, want)
+    types = np.load(tmp_path / "entity_types.npy", allow_pickle=False)
+    assert types.dtype == np.uint8
+    np.testing.assert_array_equal(types, kg.entity_types)
     names = (tmp_path / "entities.txt").read_bytes()
     assert parse_names(names, kg.num_entities).ordered  # the data loader sorts: ids are found by bisection
 

@@ -93,20 +93,29 @@ def _write_vocab(directory: Path, checkpoint: Checkpoint, kg: KnowledgeGraph | N
     vocab = checkpoint.vocab
     (directory / "entities.txt").write_text("\n".join(vocab.entities) + "\n", encoding="utf-8")
     (directory / "relations.txt").write_text("\n".join(vocab.relations) + "\n", encoding="utf-8")
-    np.save(directory / "entity_types.npy", np.asarray(vocab.entity_types, dtype=np.int32), allow_pickle=False)
+    np.save(directory / "entity_types.npy", _narrowest(np.asarray(vocab.entity_types), len(vocab.type_names)),
+            allow_pickle=False)
     if kg is not None:
         known = kg.known_train
     else:  # no data: an empty seen-items index (recommendations then exclude nothing but on-device updates)
         known = KnownTails(np.zeros((0, 3), dtype=np.int64), 2 * len(vocab.relations))
-    # the runtime memory-maps these arrays and searches them in their own dtype: int32 halves them
+    # the runtime memory-maps these arrays and searches them in their own dtype: narrow ones shrink the
+    # bundle and the pages it touches (tails of a KG under 65,536 entities take 2 bytes, not 8)
+    n = len(vocab.entities)
+    bounds = {"keys": n * 2 * len(vocab.relations), "offsets": len(known.tails) + 1, "tails": n}
     for name, array in (("keys", known.keys), ("offsets", known.offsets), ("tails", known.tails)):
-        np.save(directory / f"known_{name}.npy", _narrowest(array), allow_pickle=False)
+        np.save(directory / f"known_{name}.npy", _narrowest(array, bounds[name]), allow_pickle=False)
 
 
-def _narrowest(array: np.ndarray) -> np.ndarray:
-    """``array`` (non-negative ids or offsets) as int32 when every value fits, else int64."""
-    fits = len(array) == 0 or int(array.max()) <= np.iinfo(np.int32).max
-    return array.astype(np.int32 if fits else np.int64)
+#: the dtypes the runtime uses as they are; ids, types and offsets are never negative
+NARROW_DTYPES = (np.uint8, np.uint16, np.int32, np.int64)
+
+
+def _narrowest(array: np.ndarray, bound: int) -> np.ndarray:
+    """``array`` (values in ``0..bound-1``) in the first of :data:`NARROW_DTYPES` that holds ``bound - 1``."""
+    top = max(bound - 1, int(array.max()) if len(array) else 0)
+    dtype = next(d for d in NARROW_DTYPES if top <= np.iinfo(d).max)
+    return array.astype(dtype)
 
 
 def export_bundle(

@@ -63,7 +63,7 @@ CHUNK_BYTES: Final = 8 << 20
 # Bytes of names checked at a time: the sort check makes a bytes object per line, ~5x the chunk
 _NAME_CHUNK_BYTES = 1 << 20
 #: Integer dtypes used as they are (the exporter writes these); others are converted to int64.
-_KEPT_DTYPES: Final = (np.dtype(np.int32), np.dtype(np.int64))
+_KEPT_DTYPES: Final = tuple(np.dtype(d) for d in (np.uint8, np.uint16, np.int32, np.int64))
 _NPY_HEADER_MAX = 65_536  # np.load's limit is 10,000 bytes of header text
 #: kgedge writes a few KiB (names and indexes live in their own files)
 MAX_MANIFEST_BYTES: Final = 1 << 20
@@ -82,9 +82,9 @@ class Bundle:
         entities: entity names by id, ``N`` of them, decoded on access from ``entities.txt``.
         relations: data relation names by id, ``R`` of them (inverses are ids ``R..2R-1``).
         types: entity type names by type id.
-        entity_types: shape ``(N,)`` int32 or int64 type id of each entity (read-only).
-        known: train triples in both directions, keys ``head * 2R + relation`` (read-only int32 or
-            int64 arrays, as the bundle stores them).
+        entity_types: shape ``(N,)`` type id of each entity (read-only; uint8 from current exports).
+        known: train triples in both directions, keys ``head * 2R + relation`` (read-only arrays in
+            the dtype the bundle stores them: the narrowest of uint8, uint16, int32, int64).
         overlay_path: where on-device seen items are persisted.
         overlays: ``(label, text)`` of existing overlay files to apply, in order.
     """
@@ -397,8 +397,8 @@ def _array(blobs: dict[str, FileBytes], name: str, root: Path, shape: tuple[int,
            high: int | None, order: tuple[Literal["strictly", "weakly"], str] | None = None) -> np.ndarray:
     """A 1-D integer array, its values in ``[low, high)``, checked chunk by chunk.
 
-    int32 and int64 arrays are used as they are (from a mapped file: a read-only view of the map);
-    other integer dtypes become an int64 copy.
+    uint8, uint16, int32 and int64 arrays (native byte order: what the exporter writes) are used as
+    they are (from a mapped file: a read-only view of the map); other integer dtypes become an int64 copy.
 
     Args:
         order: ``("strictly" | "weakly", what to say)``: the values must also increase (strictly or

@@ -26,7 +26,7 @@ class TopKGraph:
 
     Args:
         session: a session whose I/O follows the contract (see ``session.GRAPH_INPUTS``).
-        entity_types: shape ``(N,)`` int64 type id of each entity.
+        entity_types: shape ``(N,)`` integer type id of each entity.
         num_types: ``T``, the length of ``allowed_types``.
     """
 
