@@ -1,10 +1,12 @@
-"""Student initialisation from a teacher: an SVD (PCA without centring) projection of its tables."""
+"""Student initialisation: an SVD (PCA without centring) projection of the teacher's entity table, or a
+lightweight embedding of the KG's entity graph (random walks or matrix factorisation, ``kgedge.embed``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from kgedge.data.kg import KnowledgeGraph
 from kgedge.models import KGModel
 from kgedge.models.base import split_complex
 
@@ -38,8 +40,8 @@ def init_student_from_teacher(student: KGModel, teacher: KGModel) -> None:
 
     The relation table keeps its own initialisation: a diagonal or rotational relation has no exact
     image under a projection, and fine-tuning learns it in a few epochs from a good entity space.
-    The projected table is rescaled to the student's initial row norm times the teacher's relative
-    spread, so that optimiser step sizes stay sensible.
+    The projection keeps the teacher's scale (an orthonormal basis: inner products between the kept
+    components are unchanged).
     """
     with torch.no_grad():
         dim = student.config.dim
@@ -54,3 +56,32 @@ def init_student_from_teacher(student: KGModel, teacher: KGModel) -> None:
         target = student.entity.weight
         target.zero_()
         target[:, :width] = values.to(target.dtype)
+
+
+#: ``init`` values of a distill step that start the entity table from a lightweight embedding
+EMBEDDING_INITS = ("mf", "deepwalk", "node2vec")
+
+
+def init_student_from_embedding(student: KGModel, teacher: KGModel, kg: KnowledgeGraph, method: str,
+                                seed: int = 0) -> None:
+    """Overwrite the student's entity table with a lightweight embedding of ``kg``'s entity graph.
+
+    The embedding (``kgedge.embed``: DeepWalk / node2vec skip-gram, or a factorised PPMI matrix) is
+    computed at the student's row width; a complex student reads its columns as ``[re | im]``. Its
+    scale is arbitrary, so rows are rescaled to the teacher's mean row norm, the scale a teacher-
+    initialised student starts from. The relation table keeps its own initialisation.
+
+    Args:
+        method: one of :data:`EMBEDDING_INITS`.
+    """
+    from kgedge.embed.entity_graph import EntityGraph  # scipy-based: imported only when used
+    from kgedge.embed.pipeline import resolve_method
+
+    if method not in EMBEDDING_INITS:
+        raise ValueError(f"init={method!r}; allowed: teacher, random, {', '.join(EMBEDDING_INITS)}")
+    table, _ = resolve_method(method)(EntityGraph.of(kg), student.entity_width, seed)
+    with torch.no_grad():
+        table = table.to(student.entity.weight.dtype)
+        target_norm = teacher.entity_table().detach().norm(dim=1).mean()
+        table = table * (target_norm / table.norm(dim=1).mean().clamp_min(1e-12))
+        student.entity.weight.copy_(table)

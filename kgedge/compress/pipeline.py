@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kgedge.compress.distill import DistillConfig, DistillationLoss
-from kgedge.compress.init import init_student_from_teacher
+from kgedge.compress.init import EMBEDDING_INITS, init_student_from_embedding, init_student_from_teacher
 from kgedge.compress.lowrank import factorize_entities, is_factored
 from kgedge.compress.prune import finish_pruning, magnitude_prune, prune_dimensions
 from kgedge.compress.qat import enable_qat, finish_qat
@@ -114,8 +114,11 @@ def run_recipe(
             student = build(config)
             if s["init"] == "teacher":
                 init_student_from_teacher(student, teacher)
+            elif s["init"] in EMBEDDING_INITS:
+                init_student_from_embedding(student, teacher, kg, str(s["init"]), seed)
             elif s["init"] != "random":
-                raise ValueError(f"step {number} (distill) init={s['init']!r}; allowed: teacher, random")
+                raise ValueError(f"step {number} (distill) init={s['init']!r}; allowed: teacher, random, "
+                                 f"{', '.join(EMBEDDING_INITS)}")
             student = _fine_tune(student, teacher, kg, step, distill, seed, max_time_s)
         else:
             if student is None:  # compressing the teacher itself (e.g. QAT or pruning only)

@@ -44,6 +44,12 @@ def _type_error(name: str, value: object) -> str | None:
     return f"{name}={value!r} must be {_TYPE_WORDS[wanted]}{' (or left out)' if nullable else ''}"
 
 
+# settings with a fixed set of values, checked when the recipe is read (not after a teacher is loaded)
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {
+    "init": ("teacher", "random", "mf", "deepwalk", "node2vec"),
+    "candidates": ("full", "sampled", "auto"),
+}
+
 # steps that rewrite the dense entity table's columns or weights: meaningless once it is factored
 DENSE_ONLY = ("prune_dims", "prune_magnitude")
 
@@ -93,6 +99,8 @@ class Recipe:
             given = {k: v for k, v in step.items() if k != "kind"}
             for name, value in given.items():
                 problem = _type_error(name, value)
+                if problem is None and name in SETTING_CHOICES and value not in SETTING_CHOICES[name]:
+                    problem = f"{name}={value!r}; allowed: {', '.join(SETTING_CHOICES[name])}"
                 if problem:
                     raise RecipeError(f"{source}: step {number} ({kind}) {problem}")
             steps.append(Step(kind, {**defaults, **given}))

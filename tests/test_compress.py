@@ -1,0 +1,376 @@
+"""Tests for kgedge.compress: the distillation loss, student initialisation, pruning, QAT, recipes.
+
+Low-rank factorisation has its own file (test_lowrank.py); recipe parsing is fuzzed in test_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kgedge.compress.distill import DistillConfig, DistillationLoss, score_hint, soft_loss
+from kgedge.compress.init import EMBEDDING_INITS, init_student_from_embedding, init_student_from_teacher
+from kgedge.compress.pipeline import run_recipe
+from kgedge.compress.prune import dimension_importance, finish_pruning, magnitude_prune, prune_dimensions
+from kgedge.compress.qat import enable_qat, fake_quantize_rows, finish_qat
+from kgedge.compress.recipe import SETTING_CHOICES, Recipe, RecipeError, Step
+from kgedge.compress.size import table_bytes
+from kgedge.data.kg import KnowledgeGraph
+from kgedge.evaluate import evaluate_link_prediction
+from kgedge.models import KGModel, ModelConfig, build
+from kgedge.quantization import dequantize_rows, quantize_rows
+from kgedge.train.config import default_model_options, default_train_config
+from kgedge.train.scorer import model_scorer
+from kgedge.train.trainer import train_model
+
+KGE_MODELS = ("transe", "distmult", "complex", "rotate")
+
+
+@pytest.fixture(scope="module")
+def kg(permutation_kg: KnowledgeGraph) -> KnowledgeGraph:
+    """40 x -> y pairs under 3 relations (80 entities), from conftest's permutation KG."""
+    return permutation_kg
+
+
+def _model(kg: KnowledgeGraph, name: str, dim: int, seed: int = 0, init_scale: float = 0.5) -> KGModel:
+    torch.manual_seed(seed)
+    return build(ModelConfig(name, kg.num_entities, 2 * kg.num_relations, dim, init_scale=init_scale)).eval()
+
+
+@pytest.fixture(scope="module")
+def teacher(kg: KnowledgeGraph) -> KGModel:
+    """A ComplEx-32 trained on the permutation KG (it learns the shared permutation: test MRR ~1)."""
+    config = ModelConfig("complex", kg.num_entities, 2 * kg.num_relations, 32, **default_model_options("complex"))
+    return train_model(kg, config, default_train_config("complex", epochs=60, seed=0, eval_every=10)).model.eval()
+
+
+def _mrr(model: KGModel, kg: KnowledgeGraph) -> float:
+    return evaluate_link_prediction(model_scorer(model), kg, "test")["mrr"]
+
+
+# --- the soft loss and the hint ---------------------------------------------------------------------------
+
+def test_soft_loss_is_t_squared_kl_of_the_softened_distributions() -> None:
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(5, 9, generator=gen), torch.randn(5, 9, generator=gen) * 3
+    for t in (1.0, 2.0, 4.0):
+        p = torch.softmax(teacher / t, 1).double()
+        q = torch.softmax(student / t, 1).double()
+        by_hand = (p * (p / q).log()).sum(1).mean() * t**2
+        assert soft_loss(student, teacher, t).item() == pytest.approx(by_hand.item(), rel=1e-5)
+        # torch's own KL (input: log q, target: p) agrees
+        torch_kl = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                            reduction="batchmean") * t**2
+        assert soft_loss(student, teacher, t).item() == pytest.approx(torch_kl.item(), rel=1e-5)
+
+
+def test_soft_loss_is_zero_only_when_the_distributions_agree() -> None:
+    scores = torch.randn(4, 7, generator=torch.Generator().manual_seed(1))
+    assert soft_loss(scores, scores, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_loss(scores + 5.0, scores, 2.0).item() == pytest.approx(0.0, abs=1e-6)  # shift-invariant
+    assert soft_loss(scores.flip(1), scores, 2.0).item() > 0.01
+
+
+def test_soft_loss_weights_scale_each_query() -> None:
+    gen = torch.Generator().manual_seed(2)
+    student, teacher = torch.randn(3, 6, generator=gen), torch.randn(3, 6, generator=gen)
+    per_query = torch.stack([soft_loss(student[i : i + 1], teacher[i : i + 1], 2.0) for i in range(3)])
+    weights = torch.tensor([0.0, 1.0, 3.0])
+    assert soft_loss(student, teacher, 2.0, weights).item() == pytest.approx((per_query * weights).mean().item(), rel=1e-5)
+
+
+def test_soft_loss_gradient_pulls_the_student_towards_the_teacher() -> None:
+    teacher = torch.tensor([[3.0, 0.0, -1.0, 0.5]])
+    student = torch.zeros(1, 4, requires_grad=True)
+    optimizer = torch.optim.SGD([student], lr=1.0)
+    losses = []
+    for _ in range(200):
+        optimizer.zero_grad()
+        loss = soft_loss(student, teacher, 2.0)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 1e-3 * losses[0]
+    assert student.detach().argsort(descending=True).tolist() == teacher.argsort(descending=True).tolist()
+
+
+def test_score_hint_matches_shape_not_scale() -> None:
+    teacher = torch.randn(4, 10, generator=torch.Generator().manual_seed(3))
+    assert score_hint(3.0 * teacher - 7.0, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert score_hint(-teacher, teacher).item() > 1.0
+
+
+# --- DistillationLoss: full and sampled candidates, adaptive weights ----------------------------------------
+
+def _batch(kg: KnowledgeGraph, rows: int = 16) -> torch.Tensor:
+    return torch.as_tensor(kg.with_reciprocals(kg.train)[:rows])
+
+
+def test_full_candidates_score_every_entity(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    student = _model(kg, "distmult", 8)
+    batch = _batch(kg)
+    hook = DistillationLoss(teacher, DistillConfig(candidates="full", alpha=2.0), kg.num_entities, torch.Generator())
+    h, r = batch[:, 0], batch[:, 1]
+    with torch.no_grad():
+        want = 2.0 * soft_loss(student.score_all_tails(h, r), teacher.score_all_tails(h, r), 4.0)
+    assert hook(student, batch).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_sampled_candidates_hold_the_true_tail_and_the_teachers_top_k(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    config = DistillConfig(candidates="sampled", teacher_topk=5, random_candidates=7)
+    hook = DistillationLoss(teacher, config, kg.num_entities, torch.Generator().manual_seed(0))
+    assert hook.sampled
+    batch = _batch(kg)
+    h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+    candidates = hook._candidates(h, r, t)
+    assert candidates.shape == (len(batch), 1 + 5 + 7)
+    assert torch.equal(candidates[:, 0], t)
+    with torch.no_grad():
+        top = teacher.score_all_tails(h, r).topk(5, dim=1).indices
+    assert torch.equal(candidates[:, 1:6], top)
+    assert int(candidates.min()) >= 0 and int(candidates.max()) < kg.num_entities
+    loss = hook(_model(kg, "complex", 4), batch)
+    assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_auto_candidates_switch_to_sampling_only_for_large_kgs(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    assert not DistillationLoss(teacher, DistillConfig(), kg.num_entities, torch.Generator()).sampled
+    assert DistillationLoss(teacher, DistillConfig(), 2_000_000, torch.Generator()).sampled
+
+
+def test_adaptive_weights_trust_queries_the_teacher_gets_right(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    """DualDE-style: a query whose true tail the teacher ranks high counts more in the soft loss."""
+    student = _model(kg, "distmult", 8)
+    batch = _batch(kg, 8)
+    wrong = batch.clone()
+    wrong[:, 2] = (wrong[:, 2] + 1) % kg.num_entities  # tails the teacher does not believe in
+    hook = DistillationLoss(teacher, DistillConfig(candidates="full", adaptive=True), kg.num_entities, torch.Generator())
+    plain = DistillationLoss(teacher, DistillConfig(candidates="full"), kg.num_entities, torch.Generator())
+    mixed = torch.cat([batch, wrong])
+    h, r = mixed[:, 0], mixed[:, 1]
+    with torch.no_grad():
+        t_scores, s_scores = teacher.score_all_tails(h, r), student.score_all_tails(h, r)
+        p_true = torch.softmax(t_scores, 1).gather(1, mixed[:, 2:3]).squeeze(1)
+    weights = 2.0 * p_true / (p_true + p_true.mean())
+    assert weights[:8].min() > weights[8:].max()  # right tails weigh more than wrong ones
+    want = soft_loss(s_scores, t_scores, 4.0, weights)
+    assert hook(student, mixed).item() == pytest.approx(want.item(), rel=1e-5)
+    assert hook(student, mixed).item() != pytest.approx(plain(student, mixed).item(), rel=1e-3)
+
+
+def test_distill_config_refuses_bad_settings() -> None:
+    for bad, message in (({"alpha": -1.0}, "alpha"), ({"temperature": 0.0}, "temperature"),
+                         ({"candidates": "some"}, "candidates"), ({"teacher_topk": 0}, "teacher_topk"),
+                         ({"hint_weight": -0.5}, "hint_weight")):
+        with pytest.raises(ValueError, match=message):
+            DistillConfig(**bad)  # type: ignore[arg-type]
+
+
+# --- student initialisation ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["distmult", "complex"])
+def test_teacher_init_keeps_inner_products_when_the_student_is_as_wide(kg: KnowledgeGraph, name: str) -> None:
+    teacher = _model(kg, name, 8, seed=1)
+    student = _model(kg, name, 8, seed=2)
+    init_student_from_teacher(student, teacher)
+    e_t, e_s = teacher.entity_table().detach(), student.entity_table().detach()
+    if name == "complex":  # Hermitian inner products of the complex rows
+        half = e_t.shape[1] // 2
+        z_t, z_s = torch.complex(e_t[:, :half], e_t[:, half:]), torch.complex(e_s[:, :half], e_s[:, half:])
+        torch.testing.assert_close(z_s @ z_s.conj().T, z_t @ z_t.conj().T, atol=1e-4, rtol=1e-4)
+    else:
+        torch.testing.assert_close(e_s @ e_s.T, e_t @ e_t.T, atol=1e-4, rtol=1e-4)
+
+
+def test_teacher_init_keeps_the_leading_components(kg: KnowledgeGraph) -> None:
+    """A teacher whose table has rank 3 is reproduced exactly (in inner products) by a 3-dim student."""
+    teacher = _model(kg, "distmult", 16)
+    gen = torch.Generator().manual_seed(4)
+    low = torch.randn(kg.num_entities, 3, generator=gen) @ torch.randn(3, 16, generator=gen)
+    with torch.no_grad():
+        teacher.entity.weight.copy_(low)
+    student = _model(kg, "distmult", 3)
+    init_student_from_teacher(student, teacher)
+    e_s = student.entity_table().detach()
+    torch.testing.assert_close(e_s @ e_s.T, low @ low.T, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", EMBEDDING_INITS)
+def test_embedding_init_gives_linked_entities_similar_rows(kg: KnowledgeGraph, teacher: KGModel, method: str) -> None:
+    student = _model(kg, "complex", 8)
+    init_student_from_embedding(student, teacher, kg, method, seed=0)
+    table = student.entity_table().detach()
+    assert table.shape == (kg.num_entities, 16)
+    target = teacher.entity_table().detach().norm(dim=1).mean()
+    assert table.norm(dim=1).mean().item() == pytest.approx(target.item(), rel=1e-4)
+    rows = F.normalize(table, dim=1)
+    pairs = torch.as_tensor(kg.train[:, [0, 2]])
+    linked = (rows[pairs[:, 0]] * rows[pairs[:, 1]]).sum(1).mean()
+    gen = torch.Generator().manual_seed(0)
+    random_pairs = torch.randint(kg.num_entities, (2000, 2), generator=gen)
+    unrelated = (rows[random_pairs[:, 0]] * rows[random_pairs[:, 1]]).sum(1).mean()
+    assert linked > unrelated + 0.2  # x_i and y_perm(i) are neighbours in the entity graph
+
+
+def test_recipe_choices_match_the_code() -> None:
+    from kgedge.compress.distill import CANDIDATES
+
+    assert SETTING_CHOICES["init"] == ("teacher", "random", *EMBEDDING_INITS)
+    assert SETTING_CHOICES["candidates"] == CANDIDATES
+    with pytest.raises(RecipeError, match=r"step 1 \(distill\) init='pca'; allowed: teacher, random, mf"):
+        Recipe.from_dict({"steps": [{"kind": "distill", "init": "pca"}]})
+
+
+# --- pruning ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", KGE_MODELS)
+def test_pruning_dimensions_that_carry_nothing_keeps_every_score(kg: KnowledgeGraph, name: str) -> None:
+    model = _model(kg, name, 8)
+    dead = [1, 4, 6]
+    with torch.no_grad():
+        for table in (model.entity.weight,) + ((model.relation.weight,) if name != "rotate" else ()):
+            width = table.shape[1]
+            columns = dead + [d + 8 for d in dead] if width == 16 else dead
+            table[:, columns] = 0.0
+    # RotatE's relations are phases (modulus 1 in every dimension): its dead dimensions are the entities'
+    assert set(dimension_importance(model).argsort()[:3].tolist()) == set(dead)
+    pruned = prune_dimensions(model, 5)
+    assert pruned.config.dim == 5 and pruned.entity.weight.shape[1] == model.entity.weight.shape[1] * 5 // 8
+    rows = torch.as_tensor(kg.with_reciprocals(kg.test))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.score_all_tails(rows[:, 0], rows[:, 1]),
+                                   model.score_all_tails(rows[:, 0], rows[:, 1]), atol=1e-5, rtol=1e-5)
+    assert table_bytes(pruned, 8) < table_bytes(model, 8)  # structured pruning shrinks what is exported
+
+
+def test_prune_dimensions_refuses_a_bad_keep(kg: KnowledgeGraph) -> None:
+    with pytest.raises(ValueError, match=r"keep=9; allowed: 1\.\.8"):
+        prune_dimensions(_model(kg, "distmult", 8), 9)
+
+
+def test_magnitude_pruning_reaches_the_sparsity_and_bakes_it_in(kg: KnowledgeGraph) -> None:
+    model = _model(kg, "distmult", 16)
+    before = model.entity.weight.detach().clone()
+    sparsity = magnitude_prune(model, sparsity=0.5)
+    assert sparsity == pytest.approx(0.5, abs=0.01)
+    kept = model.entity.weight.detach() != 0
+    smallest_kept = before.abs()[kept].min()
+    assert before.abs()[~kept].max() <= smallest_kept  # the smallest magnitudes went
+    finish_pruning(model)
+    names = {n for n, _ in model.named_parameters()}
+    assert "entity.weight" in names and not any(n.endswith("_orig") for n in names)
+    assert float((model.entity.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+    assert table_bytes(model, 8) == table_bytes(_model(kg, "distmult", 16), 8)  # sparsity saves no bytes
+
+
+def test_magnitude_pruning_by_threshold(kg: KnowledgeGraph) -> None:
+    model = _model(kg, "distmult", 16)
+    threshold = 0.3
+    small = (model.entity.weight.detach().abs() < threshold).float().mean().item()
+    magnitude_prune(model, threshold=threshold)
+    finish_pruning(model)
+    assert float((model.entity.weight == 0).float().mean()) == pytest.approx(small)
+    with pytest.raises(ValueError, match="exactly one of sparsity or threshold"):
+        magnitude_prune(model)
+
+
+# --- quantization-aware training ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [8, 7, 4])
+def test_fake_quantization_is_exactly_the_exporters_scheme(bits: int) -> None:
+    table = torch.randn(50, 24, generator=torch.Generator().manual_seed(5)) * torch.linspace(0.01, 3, 50)[:, None]
+    table[3] = 0.0  # an all-zero row (scale 1 by convention on both sides)
+    codes, scales = quantize_rows(table.numpy(), bits)
+    np.testing.assert_array_equal(fake_quantize_rows(table, bits).numpy(), dequantize_rows(codes, scales))
+
+
+def test_fake_quantization_passes_gradients_straight_through() -> None:
+    table = torch.randn(6, 5, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    weights = torch.randn(6, 5, generator=torch.Generator().manual_seed(7))
+    (fake_quantize_rows(table, 8) * weights).sum().backward()
+    torch.testing.assert_close(table.grad, weights)
+
+
+@pytest.mark.parametrize("name", KGE_MODELS)
+def test_qat_trains_on_quantized_tables_and_finish_bakes_them(kg: KnowledgeGraph, name: str) -> None:
+    model = _model(kg, name, 8)
+    enable_qat(model, 8)
+    seen = model.entity.weight.detach().clone()
+    codes, scales = quantize_rows(seen.numpy(), 8)
+    np.testing.assert_array_equal(seen.numpy(), dequantize_rows(codes, scales))  # the forward sees codes
+    config = default_train_config(name, epochs=2, seed=0, eval_every=2)
+    model = finish_qat(train_model(kg, model.config, config, model=model).model)
+    assert not any("parametrizations" in n for n, _ in model.named_parameters())
+    for table in (model.entity.weight.detach(), model.relation.weight.detach()):
+        codes, scales = quantize_rows(table.numpy(), 8)
+        np.testing.assert_array_equal(table.numpy(), dequantize_rows(codes, scales))  # exported losslessly
+
+
+# --- recipes end to end -----------------------------------------------------------------------------------
+
+def test_a_recipe_reports_exported_bytes_and_the_share_of_the_teacher(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    recipe = Recipe.from_dict({"name": "t", "export_bits": 8, "steps": [
+        {"kind": "distill", "dim": 8, "epochs": 40},
+        {"kind": "prune_dims", "keep": 6, "epochs": 10},
+        {"kind": "qat", "bits": 8, "epochs": 10},
+    ]})
+    reported: list[str] = []
+    result = run_recipe(teacher, kg, recipe, seed=0, on_step=lambda step: reported.append(step.step))
+    assert reported == ["1:distill", "2:prune_dims", "3:qat"]
+    teacher_bytes = table_bytes(teacher, None)
+    for step in result.steps:
+        assert step.compression == pytest.approx(teacher_bytes / step.bytes)
+        assert step.teacher_share == pytest.approx(step.mrr / result.teacher["mrr"])
+    last = result.steps[-1]
+    assert (last.model, last.dim) == ("complex", 6)
+    assert last.bytes == table_bytes(result.model, 8)
+    assert last.mrr == pytest.approx(_mrr(result.model, kg))
+    assert result.teacher["mrr"] > 0.9 and last.teacher_share > 0.9  # the permutation survives 32 -> 6 dims
+
+
+def _row_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over rows of the Pearson correlation between two score matrices."""
+    a = (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True)
+    b = (b - b.mean(1, keepdim=True)) / b.std(1, keepdim=True)
+    return float((a * b).mean(1).mean())
+
+
+def test_the_soft_loss_makes_the_student_score_like_the_teacher(kg: KnowledgeGraph) -> None:
+    """A teacher with random tables knows nothing the hard labels say: whatever the student shares with
+    its scores comes from the soft loss. With alpha 0 the student's score rows are uncorrelated with
+    the teacher's; with a large alpha they follow them (and the hard task suffers, as it should with
+    a teacher that knows nothing)."""
+    teacher = _model(kg, "complex", 16, seed=7)
+    rows = torch.as_tensor(kg.with_reciprocals(kg.train))
+
+    def correlation(alpha: float) -> float:
+        recipe = Recipe.from_dict({"steps": [{"kind": "distill", "dim": 8, "epochs": 30, "init": "random",
+                                              "alpha": alpha, "temperature": 1.0}]})
+        student = run_recipe(teacher, kg, recipe, seed=0).model
+        with torch.no_grad():
+            return _row_correlation(student.score_all_tails(rows[:, 0], rows[:, 1]),
+                                    teacher.score_all_tails(rows[:, 0], rows[:, 1]))
+
+    without, with_soft = correlation(0.0), correlation(16.0)
+    assert abs(without) < 0.1 and with_soft > 0.4
+
+
+def test_an_unknown_init_is_refused_before_training(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    step = Recipe.from_dict({"steps": [{"kind": "distill"}]}).steps[0]
+    bad = Recipe(name="bad", steps=(Step("distill", {**step.settings, "init": "pca"}),))  # past the recipe check
+    with pytest.raises(ValueError, match="init='pca'; allowed: teacher, random, mf, deepwalk, node2vec"):
+        run_recipe(teacher, kg, bad)
+
+
+def _student_mrr(kg: KnowledgeGraph, teacher: KGModel, init: str) -> float:
+    recipe = Recipe.from_dict({"steps": [{"kind": "distill", "dim": 4, "epochs": 3, "init": init}]})
+    return run_recipe(teacher, kg, recipe, seed=0).steps[-1].mrr
+
+
+def test_initialisation_from_the_teacher_starts_ahead_of_random(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    """After only 3 epochs, a student started from the teacher's projected table ranks better than one
+    started at random: the initialisation carries the teacher's entity space."""
+    assert _student_mrr(kg, teacher, "teacher") > _student_mrr(kg, teacher, "random") + 0.05
+
