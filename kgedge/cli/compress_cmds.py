@@ -70,7 +70,7 @@ def distill(
     alpha: float = typer.Option(1.0, "--alpha", help="Weight of the soft (KL) loss."),
     temperature: float = typer.Option(4.0, "--temperature", help="Softmax temperature T."),
     epochs: int = typer.Option(200, "--epochs", help="Most epochs (early stopping on validation MRR)."),
-    init: str = typer.Option("teacher", "--init", help="teacher (SVD projection of its tables) or random."),
+    init: str = typer.Option("teacher", "--init", help="teacher (SVD projection of its entity table), random, or a lightweight embedding of the entity graph: mf, deepwalk, node2vec."),
     adaptive: bool = typer.Option(False, "--adaptive", help="DualDE-style per-query soft/hard weighting."),
     hint_weight: float = typer.Option(0.0, "--hint-weight", help="Weight of the score-level hint loss."),
     candidates: str = typer.Option("auto", "--candidates", help="full (1-N), sampled (teacher top-k + random) or auto."),
@@ -86,7 +86,7 @@ def distill(
         recipe = Recipe.from_dict({"name": "distill", "export_bits": 32, "steps": [{
             "kind": "distill", "student": student, "dim": dim, "epochs": epochs, "alpha": alpha,
             "temperature": temperature, "init": init, "adaptive": adaptive, "hint_weight": hint_weight,
-            "candidates": candidates}]})
+            "candidates": candidates}]}, source="kgedge distill")
         _run(teacher, data, recipe, out, seed, max_time, json_out)
 
 
