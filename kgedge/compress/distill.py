@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kgedge.compress.recipe import CANDIDATES
 from kgedge.models import KGModel
 
-CANDIDATES = ("full", "sampled", "auto")
 # "auto" switches to sampled candidates above this many entities (1-N memory is batch x entities)
 FULL_CANDIDATES_LIMIT = 100_000
 # sampled candidates: the teacher's top-k is taken over chunks of queries of at most this many scores

@@ -58,10 +58,6 @@ def init_student_from_teacher(student: KGModel, teacher: KGModel) -> None:
         target[:, :width] = values.to(target.dtype)
 
 
-#: ``init`` values of a distill step that start the entity table from a lightweight embedding
-EMBEDDING_INITS = ("mf", "deepwalk", "node2vec")
-
-
 def init_student_from_embedding(student: KGModel, teacher: KGModel, kg: KnowledgeGraph, method: str,
                                 seed: int = 0) -> None:
     """Overwrite the student's entity table with a lightweight embedding of ``kg``'s entity graph.
@@ -72,13 +68,11 @@ def init_student_from_embedding(student: KGModel, teacher: KGModel, kg: Knowledg
     initialised student starts from. The relation table keeps its own initialisation.
 
     Args:
-        method: one of :data:`EMBEDDING_INITS`.
+        method: one of ``kgedge.compress.recipe.EMBEDDING_INITS`` (``resolve_method`` refuses others).
     """
     from kgedge.embed.entity_graph import EntityGraph  # scipy-based: imported only when used
     from kgedge.embed.pipeline import resolve_method
 
-    if method not in EMBEDDING_INITS:
-        raise ValueError(f"init={method!r}; allowed: teacher, random, {', '.join(EMBEDDING_INITS)}")
     table, _ = resolve_method(method)(EntityGraph.of(kg), student.entity_width, seed)
     with torch.no_grad():
         table = table.to(student.entity.weight.dtype)

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import torch
 
 from kgedge.compress.distill import DistillConfig, DistillationLoss
-from kgedge.compress.init import EMBEDDING_INITS, init_student_from_embedding, init_student_from_teacher
+from kgedge.compress.init import init_student_from_embedding, init_student_from_teacher
 from kgedge.compress.lowrank import factorize_entities, is_factored
 from kgedge.compress.prune import finish_pruning, magnitude_prune, prune_dimensions
 from kgedge.compress.qat import enable_qat, finish_qat
-from kgedge.compress.recipe import DENSE_ONLY, Recipe, Step
+from kgedge.compress.recipe import DENSE_ONLY, EMBEDDING_INITS, Recipe, Step
 from kgedge.compress.size import table_bytes
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction

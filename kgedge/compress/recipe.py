@@ -44,10 +44,14 @@ def _type_error(name: str, value: object) -> str | None:
     return f"{name}={value!r} must be {_TYPE_WORDS[wanted]}{' (or left out)' if nullable else ''}"
 
 
+#: ``init`` values of a distill step that start the entity table from a lightweight embedding
+EMBEDDING_INITS = ("mf", "deepwalk", "node2vec")
+#: how distillation picks the candidate tails of the soft loss (see ``kgedge.compress.distill``)
+CANDIDATES = ("full", "sampled", "auto")
 # settings with a fixed set of values, checked when the recipe is read (not after a teacher is loaded)
 SETTING_CHOICES: dict[str, tuple[str, ...]] = {
-    "init": ("teacher", "random", "mf", "deepwalk", "node2vec"),
-    "candidates": ("full", "sampled", "auto"),
+    "init": ("teacher", "random", *EMBEDDING_INITS),
+    "candidates": CANDIDATES,
 }
 
 # steps that rewrite the dense entity table's columns or weights: meaningless once it is factored

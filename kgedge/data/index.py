@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+#: dtypes of the non-negative id arrays a bundle stores (seen-index keys, offsets, tails; entity types):
+#: the exporter writes the narrowest that holds the values, the runtime maps them without a copy
+STORED_ID_DTYPES: tuple[type[np.integer], ...] = (np.uint8, np.uint16, np.int32, np.int64)
+
 
 class KnownTails:
     """For each ``(head, relation)`` pair, the sorted tails known to be true.
 
     Stored as CSR over sorted keys ``head * num_relations + relation``: memory is two integer arrays the
     size of the triple set, so it holds at millions of triples. Built here the arrays are int64; a
-    bundle's index may hold int32 arrays (read-only, memory-mapped), searched without an int64 copy.
+    bundle's index may hold narrower arrays (:data:`STORED_ID_DTYPES`, read-only, memory-mapped),
+    searched without an int64 copy.
     Either way the ids returned are int64.
 
     Args:

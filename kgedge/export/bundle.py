@@ -22,7 +22,7 @@ import torch
 
 from kgedge import __version__
 from kgedge.atomic import atomic_directory, atomic_path
-from kgedge.data.index import KnownTails
+from kgedge.data.index import STORED_ID_DTYPES, KnownTails
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.export.graph import INPUTS, OUTPUTS, GraphSpec, build_graph
 from kgedge.export.profile import ExportProfile, cpu_supports, resolve_profile
@@ -107,14 +107,10 @@ def _write_vocab(directory: Path, checkpoint: Checkpoint, kg: KnowledgeGraph | N
         np.save(directory / f"known_{name}.npy", _narrowest(array, bounds[name]), allow_pickle=False)
 
 
-#: the dtypes the runtime uses as they are; ids, types and offsets are never negative
-NARROW_DTYPES = (np.uint8, np.uint16, np.int32, np.int64)
-
-
 def _narrowest(array: np.ndarray, bound: int) -> np.ndarray:
-    """``array`` (values in ``0..bound-1``) in the first of :data:`NARROW_DTYPES` that holds ``bound - 1``."""
+    """``array`` (values in ``0..bound-1``) in the first of ``STORED_ID_DTYPES`` that holds ``bound - 1``."""
     top = max(bound - 1, int(array.max()) if len(array) else 0)
-    dtype = next(d for d in NARROW_DTYPES if top <= np.iinfo(d).max)
+    dtype = next(d for d in STORED_ID_DTYPES if top <= np.iinfo(d).max)
     return array.astype(dtype)
 
 

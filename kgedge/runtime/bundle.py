@@ -36,7 +36,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from kgedge.data.index import KnownTails
+from kgedge.data.index import STORED_ID_DTYPES, KnownTails
 from kgedge.runtime.archive import extracted, is_archive
 from kgedge.runtime.errors import BundleError
 from kgedge.runtime.vocab import INVERSE_SUFFIX, FileBytes, PackedNames
@@ -63,7 +63,7 @@ CHUNK_BYTES: Final = 8 << 20
 # Bytes of names checked at a time: the sort check makes a bytes object per line, ~5x the chunk
 _NAME_CHUNK_BYTES = 1 << 20
 #: Integer dtypes used as they are (the exporter writes these); others are converted to int64.
-_KEPT_DTYPES: Final = tuple(np.dtype(d) for d in (np.uint8, np.uint16, np.int32, np.int64))
+_KEPT_DTYPES: Final = tuple(np.dtype(d) for d in STORED_ID_DTYPES)
 _NPY_HEADER_MAX = 65_536  # np.load's limit is 10,000 bytes of header text
 #: kgedge writes a few KiB (names and indexes live in their own files)
 MAX_MANIFEST_BYTES: Final = 1 << 20

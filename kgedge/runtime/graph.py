@@ -53,25 +53,22 @@ class TopKGraph:
         k_input = self._k_inputs.get(k)
         if k_input is None:
             k_input = self._k_inputs.setdefault(k, np.array([k], dtype=np.int64))
-        if len(heads) <= rows:  # one run: no chunk bookkeeping (this is the single-query path)
-            ids, scores = self.session.run(["ids", "scores"], {
-                "head": heads, "relation": relations, "k": k_input, "allowed_types": allowed_types,
-                "exclude": np.ascontiguousarray(exclude),
-            })
-            return ids.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
-        ids_parts, score_parts = [], []
-        for start in range(0, len(heads), rows):
-            part = slice(start, start + rows)
-            ids, scores = self.session.run(["ids", "scores"], {
+
+        def run(part: slice) -> list[np.ndarray]:
+            return self.session.run(["ids", "scores"], {
                 "head": heads[part], "relation": relations[part], "k": k_input,
                 "allowed_types": allowed_types, "exclude": np.ascontiguousarray(exclude[part]),
             })
-            ids_parts.append(ids)
-            score_parts.append(scores)
-        return np.concatenate(ids_parts).astype(np.int64, copy=False), np.concatenate(score_parts).astype(np.float32, copy=False)
+
+        if len(heads) <= rows:  # one run, nothing to concatenate (the single-query path)
+            ids, scores = run(slice(None))
+        else:
+            parts = [run(slice(start, start + rows)) for start in range(0, len(heads), rows)]
+            ids, scores = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return ids.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
 
     def topk(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
-             exclude: np.ndarray, all_allowed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+             exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` allowed, non-excluded entities per query; inputs already checked.
 
         Args:
@@ -79,25 +76,23 @@ class TopKGraph:
             k: ``1..N``.
             allowed_types: shape ``(T,)`` bool.
             exclude: shape ``(B, X)`` int64 ids in ``-1..N-1`` (-1 = padding).
-            all_allowed: whether every type is allowed (the caller may know; computed otherwise).
 
         Returns:
             ``(ids, scores)`` shape ``(B, k)`` int64 / float32, best first; rows with fewer valid
             results end with id -1 and score -inf.
         """
-        if all_allowed is None:
-            all_allowed = bool(allowed_types.all())
         ids, scores = self._run(heads, relations, k, allowed_types, exclude)
         finite = scores > -np.inf  # False for -inf (masked) and NaN
         valid = finite
-        if not all_allowed:
+        restricted = not allowed_types.all()
+        if restricted:
             valid = valid & allowed_types[self.entity_types[ids]]
         if exclude.shape[1]:
             n = self.num_entities
             row = np.arange(len(ids), dtype=np.int64)[:, None]
             excluded = np.isin(row * n + ids, (row * n + exclude)[exclude >= 0])
             valid = valid & ~excluded
-        if valid is not finite:  # something was checked beyond the scores themselves
+        if restricted or exclude.shape[1]:  # the guard: nothing masked may come back with a finite score
             leaked = finite & ~valid
             if leaked.any():
                 log.warning("the graph ranked %d disallowed or excluded entities with finite scores; they were "

@@ -181,7 +181,7 @@ class EdgeModel:
         if exclude_seen:
             seen = pad_rows(self._seen.lookup(heads, relations))
             excluded = seen if not excluded.shape[1] else np.concatenate([excluded, seen], axis=1)
-        return self._graph.topk(heads, relations, k, allowed, excluded, all_allowed=types is None or None)
+        return self._graph.topk(heads, relations, k, allowed, excluded)
 
     def score_all(self, heads: np.ndarray, relations: np.ndarray) -> np.ndarray:
         """Scores of every entity for each query, shape ``(B, N)`` float32 (higher is better).

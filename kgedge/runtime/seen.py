@@ -120,10 +120,9 @@ class SeenIndex:
         """
         if len(heads) == 1:  # one query (a device's usual call): a scalar search, no coordinate lists
             h, r = int(heads[0]), int(relations[0])
-            base = self.known.tails_of(h, r)
             with self._lock:
                 more = self._added.get((h, r))
-            return [np.union1d(base, np.fromiter(more, dtype=np.int64)) if more else base]
+            return [_with_added(self.known.tails_of(h, r), more)]
         if len(self.known.keys):
             rows, tails = self.known.lookup(heads, relations)
         else:  # KnownTails cannot search an empty index
@@ -131,13 +130,17 @@ class SeenIndex:
         per_row = np.split(tails, np.searchsorted(rows, np.arange(1, len(heads))))
         with self._lock:
             extra = [self._added.get((int(h), int(r))) for h, r in zip(heads, relations)]
-        return [np.union1d(base, np.fromiter(more, dtype=np.int64)) if more else base
-                for base, more in zip(per_row, extra)]
+        return [_with_added(base, more) for base, more in zip(per_row, extra)]
 
     def added(self) -> list[tuple[int, int, int]]:
         """The on-device facts ``(head, data relation, tail)``, sorted."""
         with self._lock:
             return sorted(self._facts)
+
+
+def _with_added(base: np.ndarray, added: set[int] | None) -> np.ndarray:
+    """Sorted unique union of train tails ``base`` and on-device ``added`` ones (``base`` when none)."""
+    return np.union1d(base, np.fromiter(added, dtype=np.int64)) if added else base
 
 
 def pad_rows(rows: Sequence[np.ndarray], width: int = 0) -> np.ndarray:
