@@ -16,6 +16,7 @@ import torch
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.export import ExportValidationError, export_bundle, resolve_profile
 from kgedge.export.bundle import graph_spec
+from kgedge.export import graph as export_graph
 from kgedge.export.graph import build_graph
 from kgedge.export.profile import ExportProfile, ProfileError, available_profiles
 from kgedge.export.validate import onnx_scorer, session_for, topk_overlap
@@ -150,6 +151,50 @@ def test_k_larger_than_candidates_marks_the_rest_minus_inf() -> None:
     ids, scores = _run(model, [0], [0], 30, allowed, np.zeros((1, 0)))
     assert np.isfinite(scores[0]).sum() == 20
     assert set(ids[0][np.isfinite(scores[0])].tolist()) == set(np.flatnonzero(kg.entity_types == 1).tolist())
+
+
+def _blocked(monkeypatch: pytest.MonkeyPatch, spec, profile: ExportProfile) -> onnx.ModelProto:  # noqa: ANN001
+    """The graph of ``spec`` with the two-step (blocked) top-k forced on, whatever the entity count."""
+    with monkeypatch.context() as patch:
+        patch.setattr(export_graph, "BLOCKED_TOPK_MIN_ENTITIES", 0)
+        return build_graph(spec, profile)
+
+
+@pytest.mark.parametrize(("name", "profile"), [("distmult", "x86-avx2"), ("transe", "portable"), ("complex", "int4")])
+def test_blocked_topk_equals_one_topk(monkeypatch: pytest.MonkeyPatch, name: str, profile: str) -> None:
+    kg = _tiny_kg(num_entities=60)  # blocks of 8: 64 rows, 4 of them padding
+    spec = graph_spec(_checkpoint(name, kg))
+    chosen = resolve_profile(profile)
+    plain, blocked = build_graph(spec, chosen), _blocked(monkeypatch, spec, chosen)
+    ops = Counter(node.op_type for node in blocked.graph.node)
+    assert ops["ReduceMax"] >= 1 and ops["TopK"] == 2 and Counter(n.op_type for n in plain.graph.node)["TopK"] == 1
+    heads, relations = np.arange(12), np.arange(12) % 6
+    exclude = np.where(np.arange(12 * 5).reshape(12, 5) % 3 == 0, -1, (np.arange(60) * 7 % 60)[:60].reshape(12, 5))
+    for k in (1, 3, 10, 59):  # k beyond the 8 blocks takes every block
+        for allowed in ([True, True, True], [False, True, True]):
+            want = _run(plain, heads, relations, k, allowed, exclude)
+            got = _run(blocked, heads, relations, k, allowed, exclude)
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+            finite = np.isfinite(want[1])
+            for row in range(12):  # same entities (ties may come in another order)
+                assert set(got[0][row][finite[row]].tolist()) == set(want[0][row][finite[row]].tolist())
+
+
+def test_blocked_topk_never_returns_padding_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    kg = _tiny_kg(num_entities=60)
+    blocked = _blocked(monkeypatch, graph_spec(_checkpoint("distmult", kg)), resolve_profile("portable"))
+    allowed = np.array([False, True, False])  # 20 candidates, k = 60: 40 slots of -inf
+    ids, scores = _run(blocked, [0], [0], 60, allowed, np.zeros((1, 0)))
+    assert np.isfinite(scores[0]).sum() == 20 and ids.max() < 60
+    assert set(ids[0][np.isfinite(scores[0])].tolist()) == set(np.flatnonzero(kg.entity_types == 1).tolist())
+
+
+def test_type_branches_compute_their_scores_without_copying_them() -> None:
+    kg = _tiny_kg()
+    model = build_graph(graph_spec(_checkpoint("distmult", kg)), resolve_profile("x86-avx2"))
+    (branch_node,) = [node for node in model.graph.node if node.op_type == "If"]
+    for attribute in branch_node.attribute:
+        assert "Identity" not in {node.op_type for node in attribute.g.node}
 
 
 @pytest.mark.parametrize("name", KGE_MODELS)

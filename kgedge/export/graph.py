@@ -24,11 +24,15 @@ Top-k happens inside the graph, so the device never handles a full score row. La
    entity table first), so there is nothing left for those tools to quantize.
 4. Candidates whose type is not allowed, and the ``exclude`` ids (padded with -1), get ``-inf``;
    TopK(k). Exact top-k: never fewer than k when enough candidates exist, never an excluded one.
+   From ``BLOCKED_TOPK_MIN_ENTITIES`` on, the top k is found in two steps (see :func:`_top_k`): the
+   maximum of each block of entities, the k best blocks, then TopK over only their entities: the
+   same result, without a selection pass over all N in TopK (onnxruntime's TopK costs ~1 ns per
+   entity, a ReduceMax about a tenth of that).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -198,6 +202,51 @@ def _products(
 
 
 MAX_TYPE_RUNS = 256
+# below this many entities one TopK over the row costs less than the blocked search's extra nodes
+BLOCKED_TOPK_MIN_ENTITIES = 32_768
+
+
+def topk_block(num_entities: int) -> int | None:
+    """Entities per block of the two-step top-k (a power of two near ``sqrt(N)``), or None for one TopK."""
+    if num_entities < BLOCKED_TOPK_MIN_ENTITIES:
+        return None
+    return 1 << round(np.log2(np.sqrt(num_entities)))
+
+
+def _padded(spec: GraphSpec, block: int) -> GraphSpec:
+    """``spec`` with zero entity rows appended up to a multiple of ``block`` (the graph masks them):
+    the score row then reshapes into whole blocks without a copy."""
+    n = len(spec.entity_types)
+    extra = -n % block
+    if not extra:
+        return spec
+    table = np.concatenate([spec.entity_table, np.zeros((extra, spec.entity_table.shape[1]), spec.entity_table.dtype)])
+    types = np.concatenate([spec.entity_types, np.full(extra, spec.entity_types[-1], spec.entity_types.dtype)])
+    return replace(spec, entity_table=table, entity_types=types)
+
+
+def _top_k(g: GraphBuilder, scores: str, k: str, block: int | None, num_rows: int) -> tuple[str, str]:
+    """``(values, ids)`` of the k best of ``scores`` ``[B, num_rows]``, best first.
+
+    With a ``block``: the row is viewed as ``[B, num_rows / block, block]``; every entity of the k
+    best top-k lies in one of the k blocks with the largest maxima (a block holding one of them has
+    a maximum at least the k-th best score, and at most k blocks do), so TopK over those blocks'
+    entities gives the exact top k.
+    """
+    if block is None:
+        values, ids = g.op_multi("TopK", scores, k, outputs=2, axis=1, largest=1, sorted=1)
+        return values, ids
+    blocks = num_rows // block
+    maxima = g.op("ReduceMax", g.op("Reshape", scores, g.const(np.array([0, blocks, block], np.int64))),
+                  g.const(np.array([2], np.int64)), keepdims=0)
+    best_blocks = g.op_multi("TopK", maxima, g.op("Min", k, g.const(np.array([blocks], np.int64))), outputs=2,
+                             axis=1, largest=1, sorted=0)[1]
+    starts = g.unsqueeze(g.op("Mul", best_blocks, g.const(np.int64(block))), 2)
+    columns = g.op("Reshape", g.op("Add", starts, g.const(np.arange(block, dtype=np.int64).reshape(1, 1, block))),
+                   g.const(np.array([0, -1], np.int64)))
+    candidates = g.op("GatherElements", scores, columns, axis=1)
+    values, position = g.op_multi("TopK", candidates, k, outputs=2, axis=1, largest=1, sorted=1)
+    return values, g.op("GatherElements", columns, position, axis=1)
 
 
 def _type_bias(g: GraphBuilder, spec: GraphSpec, minus_inf: str) -> str:
@@ -228,6 +277,10 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
         emulate: integer products computed exactly in float (validation on a CPU unlike the target).
     """
     query_fn = resolve_query(spec.model)
+    num_entities = len(spec.entity_types)
+    block = topk_block(num_entities)
+    if block is not None:
+        spec = _padded(spec, block)
     g = GraphBuilder()
     h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation")
     basis = None
@@ -245,11 +298,13 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
         scores = g.op("Sub", g.op("Mul", scores, g.const(np.float32(2.0))), norms)
     minus_inf = g.const(np.float32(-np.inf))
     # the [N] type-bias row and its addition are two passes over N (~1 ms of ~10 at 1M entities):
-    # only a query that disallows some type pays for them
+    # only a query that disallows some type pays for them. The last node of the scores is built
+    # inside each branch: a branch that returned an outer value would copy it (an Identity over N)
+    last = g.take_last(scores)
     masked = g.branch()
-    restricted = masked.op("Add", scores, _type_bias(masked, spec, minus_inf))
+    restricted = masked.op("Add", masked.replay(last), _type_bias(masked, spec, minus_inf))
     unmasked = g.branch()
-    same = unmasked.op("Identity", scores)
+    same = unmasked.replay(last)
     every_type = g.op("Cast", g.op("ReduceMin", g.op("Cast", "allowed_types", to=INT32), keepdims=0), to=BOOL)
     scores = g.op("If", every_type, then_branch=unmasked.subgraph(same, FLOAT, "every_type"),
                   else_branch=masked.subgraph(restricted, FLOAT, "type_mask"))
@@ -257,8 +312,17 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     index = g.op("Where", valid, "exclude", g.const(np.int64(0)))
     update = g.op("Where", valid, g.op("Expand", minus_inf, g.op("Shape", "exclude")),
                   g.const(np.float32(np.inf)))
+    padding = len(spec.entity_types) - num_entities
+    if padding:  # the padding rows are masked like excluded ids
+        shape = g.op("Concat", g.op("Slice", g.op("Shape", "exclude"), g.const(np.array([0], np.int64)),
+                                    g.const(np.array([1], np.int64))), g.const(np.array([padding], np.int64)), axis=0)
+        pad_ids = g.const(np.arange(num_entities, num_entities + padding, dtype=np.int64).reshape(1, padding))
+        index = g.op("Concat", index, g.op("Expand", pad_ids, shape), axis=1)
+        update = g.op("Concat", update, g.op("Expand", minus_inf, shape), axis=1)
     scores = g.op("ScatterElements", scores, index, update, axis=1, reduction="min")
-    values, ids = g.op_multi("TopK", scores, "k", outputs=2, axis=1, largest=1, sorted=1)
+    values, ids = _top_k(g, scores, "k", block, len(spec.entity_types))
+    if padding:  # a padding row only comes back with -inf (k beyond the candidates): keep ids in range
+        ids = g.op("Min", ids, g.const(np.int64(num_entities - 1)))
     if q_scale is not None:
         values = g.op("Mul", values, q_scale)
     g.op("Identity", ids, name="ids")
