@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # Each run materialises a (rows, N) float32 score matrix inside onnxruntime; chunk the batch so
 # that it stays near 32 MiB (8M cells) whatever N is.
 MAX_CELLS_PER_RUN = 1 << 23
+OUTPUTS = ["ids", "scores"]
 
 
 class TopKGraph:
@@ -36,6 +37,8 @@ class TopKGraph:
         self.num_types = num_types
         self.num_entities = len(entity_types)
         self.type_counts = np.bincount(entity_types, minlength=num_types)
+        self.every_type = np.ones(num_types, dtype=bool)  # the mask of an unrestricted query
+        self.every_type.flags.writeable = False
         self._k_inputs: dict[int, np.ndarray] = {}  # k as the graph's [1] int64 input, made once per k
 
     def allowed_entities(self, allowed_types: np.ndarray) -> np.ndarray:
@@ -55,13 +58,16 @@ class TopKGraph:
             k_input = self._k_inputs.setdefault(k, np.array([k], dtype=np.int64))
 
         def run(part: slice) -> list[np.ndarray]:
-            return self.session.run(["ids", "scores"], {
+            return self.session.run(OUTPUTS, {
                 "head": heads[part], "relation": relations[part], "k": k_input,
                 "allowed_types": allowed_types, "exclude": np.ascontiguousarray(exclude[part]),
             })
 
-        if len(heads) <= rows:  # one run, nothing to concatenate (the single-query path)
-            ids, scores = run(slice(None))
+        if len(heads) <= rows:  # one run, nothing to slice or concatenate (the single-query path)
+            ids, scores = self.session.run(OUTPUTS, {
+                "head": heads, "relation": relations, "k": k_input, "allowed_types": allowed_types,
+                "exclude": exclude if exclude.flags.c_contiguous else np.ascontiguousarray(exclude),
+            })
         else:
             parts = [run(slice(start, start + rows)) for start in range(0, len(heads), rows)]
             ids, scores = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -82,9 +88,11 @@ class TopKGraph:
             results end with id -1 and score -inf.
         """
         ids, scores = self._run(heads, relations, k, allowed_types, exclude)
+        restricted = allowed_types is not self.every_type and not allowed_types.all()
+        if not restricted and not exclude.shape[1] and scores.min() > -np.inf:
+            return ids, scores  # nothing masked, nothing to drop (a NaN fails the test and is dropped below)
         finite = scores > -np.inf  # False for -inf (masked) and NaN
         valid = finite
-        restricted = not allowed_types.all()
         if restricted:
             valid = valid & allowed_types[self.entity_types[ids]]
         if exclude.shape[1]:

@@ -63,8 +63,7 @@ class EdgeModel:
         # fixed per bundle, asked on every query
         self._num_entities = len(self._entities)
         self._num_relation_ids = 2 * len(self._data_relations)
-        self._every_type = np.ones(len(self._types), dtype=bool)
-        self._every_type.flags.writeable = False
+        self._every_type = self._graph.every_type  # read-only; the graph recognises it without a pass
         for label, text in bundle.overlays:
             self._seen.load_overlay(label, text)
 
