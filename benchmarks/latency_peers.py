@@ -55,6 +55,7 @@ from kgedge.bench.machine import machine_info
 from kgedge.data.sources import load_data
 from kgedge.evaluate import evaluate_link_prediction, recommendation_metrics
 from kgedge.export import export_bundle, resolve_profile
+from kgedge.export import graph as export_graph
 from kgedge.export.bundle import graph_spec
 from kgedge.export.graph import build_graph
 from kgedge.export.profile import available_profiles, cpu_supports, load_profile
@@ -258,9 +259,10 @@ def pykeen_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray
 
 def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, relations: np.ndarray,
                        bundles: dict, result: ConfigResult) -> list[Variant]:
-    """Diagnostics of the shipped int8 graph: the same graph at onnxruntime level basic, without the
-    ScatterElements of the exclusions, and without the type mask either (a floor, not a graph to
-    ship); ids checked against the bundle's where the graph keeps its semantics."""
+    """Diagnostics of the shipped int8 graph: the same graph at onnxruntime level basic, with one
+    TopK over all N instead of the two-step search, without the ScatterElements of the exclusions,
+    and without the type mask either (a floor, not a graph to ship); ids checked against the
+    bundle's where the graph keeps its semantics."""
     spec = graph_spec(checkpoint)
     n, width = spec.entity_table.shape
     out = []
@@ -269,6 +271,7 @@ def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, 
         reference = models[f"random/{profile_name}"].topk(heads[:64], relations[:64], K)[0]
         graphs = (
             ("graph: exported, onnxruntime level basic", build_graph(spec, profile), "basic"),
+            ("graph: exported, one TopK over N", one_topk_graph(spec, profile), "all"),
             ("graph: exported, no ScatterElements", limits.prototype_int8_graph(spec, profile, "float", False), "all"),
             ("graph: exported, no mask, no scatter (floor)", limits.prototype_int8_graph(spec, profile, "none", False), "all"),
         )
@@ -280,6 +283,16 @@ def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, 
             out.append(Variant(f"{label} ({profile_name}, session.run)", "prototype",
                                lambda i, s=s: s.run(["ids"], feeds[i]), "random", "int8", stored_bytes(n, width, 8)))
     return out
+
+
+def one_topk_graph(spec, profile):  # noqa: ANN001, ANN201
+    """The shipped graph with the two-step top-k switched off (one TopK over every entity)."""
+    saved = export_graph.BLOCKED_TOPK_MIN_ENTITIES
+    export_graph.BLOCKED_TOPK_MIN_ENTITIES = 1 << 62
+    try:
+        return build_graph(spec, profile)
+    finally:
+        export_graph.BLOCKED_TOPK_MIN_ENTITIES = saved
 
 
 def profile_operators(checkpoint: Checkpoint, heads: np.ndarray, relations: np.ndarray, result: ConfigResult) -> None:
