@@ -15,7 +15,7 @@ from kgedge.compress.init import init_student_from_embedding, init_student_from_
 from kgedge.compress.pipeline import run_recipe
 from kgedge.compress.prune import dimension_importance, finish_pruning, magnitude_prune, prune_dimensions
 from kgedge.compress.qat import enable_qat, fake_quantize_rows, finish_qat
-from kgedge.compress.recipe import EMBEDDING_INITS, Recipe, RecipeError, Step
+from kgedge.compress.recipe import EMBEDDING_INITS, Recipe, RecipeError, Step, load_recipe
 from kgedge.compress.size import table_bytes
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
@@ -370,3 +370,12 @@ def test_initialisation_from_the_teacher_starts_ahead_of_random(kg: KnowledgeGra
     started at random: the initialisation carries the teacher's entity space."""
     assert _student_mrr(kg, teacher, "teacher") > _student_mrr(kg, teacher, "random") + 0.05
 
+
+
+@pytest.mark.parametrize("name", ["tiny-int8", "tiny-int4"])
+def test_tiny_recipes_store_64_times_fewer_bytes_than_a_256_dim_teacher(name: str) -> None:
+    recipe = load_recipe(name)
+    dim = int(recipe.steps[0].settings["dim"])
+    teacher = build(ModelConfig("complex", 5000, 40, dim=256))
+    student = build(ModelConfig("complex", 5000, 40, dim=dim))
+    assert table_bytes(teacher, None) / table_bytes(student, recipe.export_bits) == pytest.approx(64.0)

@@ -228,8 +228,8 @@ def _padded(spec: GraphSpec, block: int) -> GraphSpec:
 def _top_k(g: GraphBuilder, scores: str, k: str, block: int | None, num_rows: int) -> tuple[str, str]:
     """``(values, ids)`` of the k best of ``scores`` ``[B, num_rows]``, best first.
 
-    With a ``block``: the row is viewed as ``[B, num_rows / block, block]``; every entity of the k
-    best top-k lies in one of the k blocks with the largest maxima (a block holding one of them has
+    With a ``block``: the row is viewed as ``[B, num_rows / block, block]``; every entity of the
+    top k lies in one of the k blocks with the largest maxima (a block holding one of them has
     a maximum at least the k-th best score, and at most k blocks do), so TopK over those blocks'
     entities gives the exact top k.
     """
