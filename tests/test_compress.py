@@ -371,7 +371,6 @@ def test_initialisation_from_the_teacher_starts_ahead_of_random(kg: KnowledgeGra
     assert _student_mrr(kg, teacher, "teacher") > _student_mrr(kg, teacher, "random") + 0.05
 
 
-
 @pytest.mark.parametrize("name", ["tiny-int8", "tiny-int4"])
 def test_tiny_recipes_store_64_times_fewer_bytes_than_a_256_dim_teacher(name: str) -> None:
     recipe = load_recipe(name)

@@ -15,8 +15,8 @@ import torch
 
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.export import ExportValidationError, export_bundle, resolve_profile
-from kgedge.export.bundle import graph_spec
 from kgedge.export import graph as export_graph
+from kgedge.export.bundle import graph_spec
 from kgedge.export.graph import build_graph
 from kgedge.export.profile import ExportProfile, ProfileError, available_profiles
 from kgedge.export.validate import onnx_scorer, session_for, topk_overlap

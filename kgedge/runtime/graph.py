@@ -57,19 +57,15 @@ class TopKGraph:
         if k_input is None:
             k_input = self._k_inputs.setdefault(k, np.array([k], dtype=np.int64))
 
-        def run(part: slice) -> list[np.ndarray]:
-            return self.session.run(OUTPUTS, {
-                "head": heads[part], "relation": relations[part], "k": k_input,
-                "allowed_types": allowed_types, "exclude": np.ascontiguousarray(exclude[part]),
-            })
+        def run(h: np.ndarray, r: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+            return self.session.run(OUTPUTS, {"head": h, "relation": r, "k": k_input,
+                                              "allowed_types": allowed_types, "exclude": np.ascontiguousarray(x)})
 
         if len(heads) <= rows:  # one run, nothing to slice or concatenate (the single-query path)
-            ids, scores = self.session.run(OUTPUTS, {
-                "head": heads, "relation": relations, "k": k_input, "allowed_types": allowed_types,
-                "exclude": exclude if exclude.flags.c_contiguous else np.ascontiguousarray(exclude),
-            })
+            ids, scores = run(heads, relations, exclude)
         else:
-            parts = [run(slice(start, start + rows)) for start in range(0, len(heads), rows)]
+            parts = [run(heads[i : i + rows], relations[i : i + rows], exclude[i : i + rows])
+                     for i in range(0, len(heads), rows)]
             ids, scores = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         return ids.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
 
