@@ -22,8 +22,9 @@ from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
 from kgedge.quantization import dequantize_rows, quantize_rows
 from kgedge.train.config import default_model_options, default_train_config
+from kgedge.train.negatives import NegativeSampler
 from kgedge.train.scorer import model_scorer
-from kgedge.train.trainer import train_model
+from kgedge.train.trainer import batch_loss, train_model
 
 KGE_MODELS = ("transe", "distmult", "complex", "rotate")
 
@@ -116,6 +117,35 @@ def test_full_candidates_score_every_entity(kg: KnowledgeGraph, teacher: KGModel
     with torch.no_grad():
         want = 2.0 * soft_loss(student.score_all_tails(h, r), teacher.score_all_tails(h, r), 4.0)
     assert hook(student, batch).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_the_hook_reuses_the_hard_losss_scores_with_the_same_loss_and_gradients(kg: KnowledgeGraph,
+                                                                               teacher: KGModel) -> None:
+    """A 1-N step scores the student once: the hook gets the hard loss's scores and gives what it would alone."""
+    batch, config = _batch(kg), default_train_config("distmult")
+    hook = DistillationLoss(teacher, DistillConfig(candidates="full"), kg.num_entities, torch.Generator())
+    handed: list[torch.Tensor | None] = []
+
+    def spy(model: KGModel, rows: torch.Tensor, scores: torch.Tensor | None) -> torch.Tensor:
+        handed.append(scores)
+        return hook(model, rows, scores)
+
+    def loss_and_grads(use_spy: bool) -> tuple[float, list[torch.Tensor]]:
+        student = _model(kg, "distmult", 8).train()
+        loss = batch_loss(student, batch, config, None, spy) if use_spy else (
+            batch_loss(student, batch, config, None) + hook(student, batch))
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in student.parameters()]
+
+    shared, alone = loss_and_grads(True), loss_and_grads(False)
+    assert len(handed) == 1 and handed[0] is not None and handed[0].shape == (len(batch), kg.num_entities)
+    assert shared[0] == pytest.approx(alone[0], rel=1e-6)
+    for a, b in zip(shared[1], alone[1], strict=True):
+        torch.testing.assert_close(a, b)
+    sampled_config = default_train_config("distmult", loss="nssa", num_negatives=4)
+    sampler = NegativeSampler(kg.num_entities, None, torch.Generator().manual_seed(0))
+    batch_loss(_model(kg, "distmult", 8), batch, sampled_config, sampler, spy)
+    assert handed[-1] is None  # negative sampling computes no all-tail scores to hand on
 
 
 def test_sampled_candidates_hold_the_true_tail_and_the_teachers_top_k(kg: KnowledgeGraph, teacher: KGModel) -> None:

@@ -113,7 +113,13 @@ class DistillationLoss:
         random = torch.randint(self.num_entities, (len(h), self.config.random_candidates), generator=self.generator)
         return torch.cat([t[:, None], top, random.to(h.device)], dim=1)
 
-    def __call__(self, student: KGModel, batch: Tensor) -> Tensor:
+    def __call__(self, student: KGModel, batch: Tensor, student_all: Tensor | None = None) -> Tensor:
+        """The soft loss (+ hint) of a batch of ``(h, r, t)`` rows.
+
+        Args:
+            student_all: the student's ``batch x entities`` scores when the hard loss already
+                computed them (1-N); reused in full-candidate mode instead of scoring again.
+        """
         h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
         if self.sampled:
             candidates = self._candidates(h, r, t)
@@ -124,7 +130,7 @@ class DistillationLoss:
         else:
             with torch.no_grad():
                 teacher_scores = self.teacher.score_all_tails(h, r)
-            student_scores = student.score_all_tails(h, r)
+            student_scores = student_all if student_all is not None else student.score_all_tails(h, r)
             true_index = t
         weights = None
         if self.config.adaptive:

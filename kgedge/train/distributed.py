@@ -73,6 +73,7 @@ from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
 from kgedge.train.checkpoint import Vocabulary, load_resume_state, resume_path
 from kgedge.train.config import TrainConfig
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
+from kgedge.train.memory import retain_freed_memory
 from kgedge.train.negatives import NegativeSampler
 from kgedge.train.trainer import (
     LossHook,
@@ -169,10 +170,7 @@ class _BatchLoss(nn.Module):
         self.loss_hook = loss_hook
 
     def forward(self, batch: Tensor) -> Tensor:
-        loss = batch_loss(self.model, batch, self.config, self.sampler)
-        if self.loss_hook is not None:
-            loss = loss + self.loss_hook(self.model, batch)
-        return loss
+        return batch_loss(self.model, batch, self.config, self.sampler, self.loss_hook)
 
 
 def shard_rows(global_rows: Tensor, rank: int, world_size: int) -> tuple[Tensor, float]:
@@ -240,6 +238,7 @@ def train_distributed(
     result (rank 0's best model, validation figures and history).
     """
     rank, world, device = context.rank, context.world_size, context.device
+    retain_freed_memory()
     generator = _seed_everything(config.seed)  # the same initial model and permutations on every rank
     model = (model if model is not None else build(model_config)).to(device)
     if isinstance(model, GraphEncoderModel):

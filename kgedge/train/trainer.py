@@ -18,14 +18,16 @@ from kgedge.train import losses
 from kgedge.train.checkpoint import Vocabulary, load_resume_state, resume_path
 from kgedge.train.config import TrainConfig
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
+from kgedge.train.memory import retain_freed_memory
 from kgedge.train.negatives import NegativeSampler
 
 log = logging.getLogger(__name__)
 
 # (epoch, step, steps_per_epoch, loss, triples_per_second)
 StepCallback = Callable[[int, int, int, float, float], None]
-# (model, batch of (h, r, t) rows) -> an extra loss term, e.g. distillation's soft loss
-LossHook = Callable[[KGModel, torch.Tensor], torch.Tensor]
+# (model, batch of (h, r, t) rows, the model's all-tail scores of the batch when the loss computed
+# them, else None) -> an extra loss term, e.g. distillation's soft loss
+LossHook = Callable[[KGModel, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 @dataclass
@@ -54,10 +56,15 @@ def _make_optimizer(model: KGModel, config: TrainConfig) -> torch.optim.Optimize
 
 
 def batch_loss(
-    model: KGModel, batch: torch.Tensor, config: TrainConfig, sampler: NegativeSampler | None
+    model: KGModel, batch: torch.Tensor, config: TrainConfig, sampler: NegativeSampler | None,
+    loss_hook: LossHook | None = None,
 ) -> torch.Tensor:
-    """The configured loss of one batch of ``(h, r, t)`` rows, regulariser included."""
+    """The configured loss of one batch of ``(h, r, t)`` rows, regulariser and ``loss_hook`` included.
+
+    A 1-N loss hands its ``batch x entities`` scores to the hook, which then need not score again.
+    """
     h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+    scores = None
     if config.loss == "nssa":
         assert sampler is not None
         negatives = sampler.sample(t.cpu(), config.num_negatives).to(batch.device)
@@ -77,6 +84,8 @@ def batch_loss(
     if config.regularizer != "none" and config.reg_weight > 0:
         reg = losses.n3 if config.regularizer == "n3" else losses.l2
         loss = loss + config.reg_weight * reg(model.factors(h, r, t))
+    if loss_hook is not None:
+        loss = loss + loss_hook(model, batch, scores)
     return loss
 
 
@@ -104,6 +113,7 @@ def train_model(
             ``model_config``; compression steps fine-tune this way.
         loss_hook: a term added to every batch's loss (distillation's soft loss, hints).
     """
+    retain_freed_memory()
     generator = _seed_everything(config.seed)
     model = (model if model is not None else build(model_config)).to(device)
     if isinstance(model, GraphEncoderModel):  # graph teachers keep the training graph as buffers
@@ -143,9 +153,7 @@ def train_model(
         for step in range(steps):
             batch = queries[order[step * config.batch_size : (step + 1) * config.batch_size]].to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(model, batch, config, sampler)
-            if loss_hook is not None:
-                loss = loss + loss_hook(model, batch)
+            loss = batch_loss(model, batch, config, sampler, loss_hook)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} at epoch {epoch}, step {step}; lower the learning rate (--lr)"
