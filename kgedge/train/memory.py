@@ -6,7 +6,8 @@ fresh ``mmap`` and unmaps them on free. A 1-N step allocates several ``batch x e
 on wordnet-rr the distillation loss ran 3.5x slower for it (0.60 s against 0.17 s per batch on this
 2-core machine). Raising the mmap and trim thresholds once makes glibc keep and reuse those blocks.
 PyTorch leaves CPU allocation to the C library (it offers jemalloc/tcmalloc by ``LD_PRELOAD`` only),
-so the setting is made here, for training processes only: the on-device runtime never calls it.
+so the setting is made here, by the torch side only (training, scoring checkpoints): the on-device
+runtime never calls it.
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ import torch
 
 from kgedge.evaluate import ScoreFn
 from kgedge.models import KGModel
+from kgedge.train.memory import retain_freed_memory
 
 
 def model_scorer(model: KGModel) -> ScoreFn:
     """``(heads, relations) -> scores`` of every entity, on numpy arrays, in eval mode without grad."""
+    retain_freed_memory()  # every chunk allocates batch x entities scores afresh
     device = next(model.parameters()).device
 
     def score(heads: np.ndarray, relations: np.ndarray) -> np.ndarray:
