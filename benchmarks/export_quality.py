@@ -5,7 +5,8 @@ int8, top-10 overlap of int8 with fp32, for every KG-embedding model.
     python benchmarks/export_quality.py --data wordnet-rr --budget 300 --profiles x86-avx2 arm64
     python benchmarks/export_quality.py --data wordnet-rr --models rotate --budget 600 --merge   # one more row
 
-Every export is measured with the profile's thresholds relaxed, so that a model the exporter would
+Trained models are kept in .cache/bench (the ComplEx-256 teachers of compression.py are reused);
+`--fresh` trains anew. Every export is measured with the profile's thresholds relaxed, so that a model the exporter would
 refuse still gets its figures; `passes_profile` says whether `kgedge export` accepts it.
 
 The figures are the validation that every `kgedge export` runs (stored in the bundle manifest), read
@@ -26,11 +27,12 @@ from kgedge.data.sources import load_data
 from kgedge.export import export_bundle
 from kgedge.export.profile import available_profiles, cpu_supports, load_profile, resolve_profile
 from kgedge.models import ModelConfig
-from kgedge.train.checkpoint import Checkpoint, Vocabulary
+from kgedge.train.checkpoint import Checkpoint, Vocabulary, load_checkpoint
 from kgedge.train.config import default_model_options, default_train_config
 from kgedge.train.trainer import train_model
 
 MODELS = ("transe", "distmult", "complex", "rotate")
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
 
 
 def main() -> None:
@@ -41,6 +43,8 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=None, help="int8 profiles (default: every one but portable, int4)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--merge", action="store_true", help="keep the saved rows of the other models")
+    parser.add_argument("--fresh", action="store_true",
+                        help="train every model anew instead of reusing .cache/bench/teacher-<data>-<model><dim>.ckpt")
     args = parser.parse_args()
     kg = load_data(args.data)
     profiles = args.profiles or [name for name in available_profiles() if name not in ("portable", "int4")]
@@ -50,9 +54,14 @@ def main() -> None:
     for model in args.models:
         config = ModelConfig(model=model, num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
                              dim=args.dim, **default_model_options(model))
-        overrides = {"batch_size": 1000} if kg.num_entities > 10_000 else {}
-        trained = train_model(kg, config, default_train_config(model, max_time_s=args.budget, **overrides))
-        checkpoint = Checkpoint(model=trained.model, vocab=Vocabulary.of(kg))
+        cached = CACHE / f"teacher-{args.data}-{model}{args.dim}.ckpt"  # compression.py's teachers too
+        if cached.is_file() and not args.fresh:
+            checkpoint, train_s = load_checkpoint(cached), None
+        else:
+            overrides = {"batch_size": 1000} if kg.num_entities > 10_000 else {}
+            trained = train_model(kg, config, default_train_config(model, max_time_s=args.budget, **overrides),
+                                  out=cached)
+            checkpoint, train_s = Checkpoint(model=trained.model, vocab=Vocabulary.of(kg)), trained.train_seconds
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_bundle(checkpoint, "portable", Path(tmp) / "fp32", kg=kg)
             for profile in profiles:
@@ -62,7 +71,7 @@ def main() -> None:
                 int8 = export_bundle(checkpoint, relaxed, Path(tmp) / profile, kg=kg)
                 v = int8.manifest["validation"]
                 row = {
-                    "model": model, "profile": profile, "train_s": round(trained.train_seconds, 1),
+                    "model": model, "profile": profile, "train_s": None if train_s is None else round(train_s, 1),
                     "native": cpu_supports(load_profile(available_profiles()[profile])),
                     "bytes_fp32": fp32.manifest["sizes"]["bundle_bytes"], "bytes_int8": int8.manifest["sizes"]["bundle_bytes"],
                     "ratio": int8.manifest["sizes"]["bundle_bytes"] / fp32.manifest["sizes"]["bundle_bytes"],

@@ -6,7 +6,8 @@ distillation hook).
     python benchmarks/train_step.py --data umls --steps 20
 
 Each setting runs in its own process (keeping freed memory is a per-process switch that cannot be
-undone), on the same random batches; the figure is the median step. The distillation teacher is
+undone), on the same random batches; the settings take turns for ``--rounds`` rounds, and the figure
+is the median over rounds of each process's median step (the range of those medians beside it). The distillation teacher is
 the cached ComplEx-256 of compression.py (trained on first use). Writes
 benchmarks/results/train_step_<data>.{json,md}.
 """
@@ -78,27 +79,38 @@ def main() -> None:
     parser.add_argument("--data", default="wordnet-rr")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # retain share: one measurement
     args = parser.parse_args()
     if args.child:
         retain, share = (flag == "1" for flag in args.child)
         print(json.dumps(_measure(args.data, args.steps, args.batch, retain, share)))
         return
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
+    for round_ in range(args.rounds):
+        for name, (retain, share) in SETTINGS.items():
+            child = subprocess.run([sys.executable, __file__, "--data", args.data, "--steps", str(args.steps),
+                                    "--batch", str(args.batch), "--child", str(int(retain)), str(int(share))],
+                                   capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(round_, name, runs[name][-1], flush=True)
     rows = []
-    for name, (retain, share) in SETTINGS.items():
-        child = subprocess.run([sys.executable, __file__, "--data", args.data, "--steps", str(args.steps),
-                                "--batch", str(args.batch), "--child", str(int(retain)), str(int(share))],
-                               capture_output=True, text=True, check=True)
-        figures = json.loads(child.stdout.strip().splitlines()[-1])
-        rows.append({"setting": name, **{k: round(v, 4) for k, v in figures.items()}})
-        print(rows[-1], flush=True)
+    for name, figures in runs.items():
+        row: dict[str, object] = {"setting": name}
+        for key in ("plain_1n_s", "distill_s"):
+            values = [f[key] for f in figures]
+            row[key] = round(statistics.median(values), 4)
+            row[key.replace("_s", "_range")] = f"{min(values):.3f}-{max(values):.3f}"
+        rows.append(row)
     base = rows[0]
     for row in rows:
         row["plain_speedup"] = round(base["plain_1n_s"] / row["plain_1n_s"], 2)
         row["distill_speedup"] = round(base["distill_s"] / row["distill_s"], 2)
-    md = (f"# Training step time on {args.data}\n\nBatch {args.batch}, median of {args.steps} steps (after 2 "
-          "warm-up steps), forward + backward + Adagrad step; student ComplEx-24 initialised from the ComplEx-256 "
-          "teacher; distillation is the default `L_hard + 1.0 * L_soft` at T = 4 over every entity.\n\n"
+    md = (f"# Training step time on {args.data}\n\nBatch {args.batch}; each step is forward + backward + Adagrad "
+          "step; student ComplEx-24 initialised from the ComplEx-256 teacher; distillation is the default "
+          "`L_hard + 1.0 * L_soft` at T = 4 over every entity. Per process the median of "
+          f"{args.steps} steps (after 2 warm-up steps); the settings take turns for {args.rounds} rounds, and the "
+          "table gives the median over rounds (the range of the rounds beside it).\n\n"
           + markdown_table(rows) + "\n\nMachine: " + str(machine()))
     write_results(f"train_step_{args.data}", {"machine": machine(), "args": vars(args), "rows": rows}, md)
 
