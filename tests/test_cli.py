@@ -250,3 +250,23 @@ def test_train_without_torch_says_what_to_install(permutation_kg_dir: Path, tmp_
     result = _run_without_torch("train", "--data", permutation_kg_dir, "--model", "transe", "--out", tmp_path / "m")
     assert result.returncode == 2
     assert result.stderr.startswith("error: `kgedge train` needs the training extra")
+
+
+def test_compress_json_keeps_stdout_one_object_and_reports_steps_on_stderr(permutation_kg_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """A scripted `compress --json` still shows each step as it lands (stderr), without breaking the JSON."""
+    teacher, student = tmp_path / "t.ckpt", tmp_path / "s.ckpt"
+    assert _invoke("train", "--data", permutation_kg_dir, "--model", "complex", "--dim", 8, "--epochs", 5,
+                   "--out", teacher).exit_code == 0
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\nexport_bits = 8\n[[steps]]\nkind = "distill"\ndim = 4\nepochs = 3\n'
+                      '[[steps]]\nkind = "qat"\nbits = 8\nepochs = 2\n')
+    run = subprocess.run([sys.executable, "-m", "kgedge", "compress", "--teacher", str(teacher), "--data",
+                          str(permutation_kg_dir), "--recipe", str(recipe), "--out", str(student), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert [s["step"] for s in summary["steps"]] == ["1:distill", "2:qat"]
+    lines = [line for line in run.stderr.splitlines() if line.startswith(("1:distill", "2:qat"))]
+    assert [line.split(":")[1].split()[0] for line in lines] == ["distill", "qat"]
+    assert f"{summary['steps'][0]['bytes']:,} bytes" in lines[0]

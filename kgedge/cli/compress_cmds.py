@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from kgedge.cli.common import print_json, print_table, require_torch, user_errors
+from kgedge.cli.common import print_json, print_table, progress_bar, require_torch, user_errors
 from kgedge.cli.model_cmds import DATA_HELP
 
 # listed from the files: importing kgedge.compress would import torch, and --help must work without it
@@ -24,14 +24,20 @@ def _run(teacher: Path, data: str, recipe, out: Path, seed: int, max_time: float
     if loaded.vocab.entities != kg.entities or loaded.vocab.relations != kg.relations:
         raise ValueError(f"{teacher} was trained on other data than --data {data}")
 
-    def show(report) -> None:  # noqa: ANN001
-        if not json_out:
-            typer.echo(f"{report.step}: {report.model}-{report.dim} {report.bytes:,} bytes "
-                       f"({report.compression:.1f}x smaller), MRR {report.mrr:.4f} "
-                       f"({100 * report.teacher_share:.1f}% of teacher), Hits@10 {report.hits_at_10:.4f}, "
-                       f"{report.seconds:.1f} s" + (f" [{report.note}]" if report.note else ""), err=True)
+    with progress_bar() as bar:  # on stderr, so --json's stdout stays one JSON object
+        task = bar.add_task(f"compress ({recipe.name})", total=None, info="")
 
-    result = run_recipe(loaded.model, kg, recipe, seed=seed, max_time_s=max_time, on_step=show)
+        def on_train_step(epoch: int, step: int, steps: int, value: float, rate: float) -> None:
+            bar.update(task, total=steps, completed=step, info=f"epoch {epoch} loss {value:.4f} {rate:,.0f} triples/s")
+
+        def show(report) -> None:  # noqa: ANN001
+            bar.console.print(f"{report.step}: {report.model}-{report.dim} {report.bytes:,} bytes "
+                              f"({report.compression:.1f}x smaller), MRR {report.mrr:.4f} "
+                              f"({100 * report.teacher_share:.1f}% of teacher), Hits@10 {report.hits_at_10:.4f}, "
+                              f"{report.seconds:.1f} s" + (f" [{report.note}]" if report.note else ""))
+
+        result = run_recipe(loaded.model, kg, recipe, seed=seed, max_time_s=max_time, on_step=show,
+                            on_train_step=on_train_step)
     metadata = {"data": kg.name, "teacher": str(teacher), "recipe": recipe.name, "qat_bits": result.bits,
                 "teacher_test": result.teacher, "steps": [asdict(s) for s in result.steps]}
     save_checkpoint(out, result.model, Vocabulary(**asdict(loaded.vocab)), metadata)

@@ -23,7 +23,7 @@ from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
 from kgedge.train.config import default_model_options, default_train_config
 from kgedge.train.scorer import model_scorer
-from kgedge.train.trainer import train_model
+from kgedge.train.trainer import StepCallback, train_model
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,12 @@ def _test_metrics(model: KGModel, kg: KnowledgeGraph) -> dict[str, float]:
 
 def _fine_tune(
     model: KGModel, teacher: KGModel, kg: KnowledgeGraph, step: Step, distill: DistillConfig, seed: int,
-    max_time_s: float,
+    max_time_s: float, on_train_step: StepCallback | None = None,
 ) -> KGModel:
     config = default_train_config(model.config.model, epochs=int(step.settings["epochs"]), lr=step.settings.get("lr"),
                                   seed=seed, max_time_s=max_time_s)
     hook = DistillationLoss(teacher, distill, kg.num_entities, torch.Generator().manual_seed(seed)) if distill.alpha else None
-    return train_model(kg, model.config, config, model=model, loss_hook=hook).model
+    return train_model(kg, model.config, config, model=model, loss_hook=hook, on_step=on_train_step).model
 
 
 def _low_rank(model: KGModel, rank: int, bits: int | None) -> KGModel | None:
@@ -88,8 +88,13 @@ def run_recipe(
     seed: int = 0,
     max_time_s: float = 0.0,
     on_step: Callable[[StepReport], None] | None = None,
+    on_train_step: StepCallback | None = None,
 ) -> CompressResult:
-    """Compress ``teacher`` by the recipe's steps; every step's student is measured on the test split."""
+    """Compress ``teacher`` by the recipe's steps; every step's student is measured on the test split.
+
+    ``on_step`` gets each recipe step's report; ``on_train_step`` every training batch of the
+    fine-tuning inside the steps (the trainer's progress callback).
+    """
     teacher = teacher.eval()
     teacher_metrics = _test_metrics(teacher, kg)
     teacher_bytes = table_bytes(teacher, None)
@@ -99,6 +104,9 @@ def run_recipe(
 
     def bits() -> int | None:  # the table bits that bytes are reported at
         return result.bits if result.bits is not None else (None if recipe.export_bits == 32 else recipe.export_bits)
+
+    def tune(model: KGModel) -> KGModel:  # fine-tune under the current step and distillation settings
+        return _fine_tune(model, teacher, kg, step, distill, seed, max_time_s, on_train_step)
 
     for number, step in enumerate(recipe.steps, start=1):
         started = time.perf_counter()
@@ -119,7 +127,7 @@ def run_recipe(
             elif s["init"] != "random":
                 raise ValueError(f"step {number} (distill) init={s['init']!r}; allowed: teacher, random, "
                                  f"{', '.join(EMBEDDING_INITS)}")
-            student = _fine_tune(student, teacher, kg, step, distill, seed, max_time_s)
+            student = tune(student)
         else:
             if student is None:  # compressing the teacher itself (e.g. QAT or pruning only)
                 student = build(teacher.config)
@@ -128,21 +136,21 @@ def run_recipe(
                 raise ValueError(f"step {number} ({step.kind}) needs a dense entity table; the model's is factored "
                                  "(lowrank): prune before factoring")
             if step.kind == "prune_dims":
-                student = _fine_tune(prune_dimensions(student, int(s["keep"])), teacher, kg, step, distill, seed, max_time_s)
+                student = tune(prune_dimensions(student, int(s["keep"])))
             elif step.kind == "prune_magnitude":
                 sparsity = magnitude_prune(student, s["sparsity"] if s["threshold"] is None else None, s["threshold"])
-                student = finish_pruning(_fine_tune(student, teacher, kg, step, distill, seed, max_time_s))
+                student = finish_pruning(tune(student))
                 note = f"sparsity {sparsity:.0%}: zeros are stored densely, no bytes or time saved at export"
             elif step.kind == "lowrank":
                 factored = _low_rank(student, int(s["rank"]), bits())
                 if factored is None:
                     note = f"rank {s['rank']} stores no fewer bytes than the table as it is: kept, not fine-tuned"
                 else:
-                    student = _fine_tune(factored, teacher, kg, step, distill, seed, max_time_s)
+                    student = tune(factored)
                     note = f"entity table as U {tuple(student.entity.u.shape)} · V {tuple(student.entity.v.shape)}"
             elif step.kind == "qat":
                 result.bits = int(s["bits"])
-                student = finish_qat(_fine_tune(enable_qat(student, result.bits), teacher, kg, step, distill, seed, max_time_s))
+                student = finish_qat(tune(enable_qat(student, result.bits)))
         assert student is not None
         metrics = _test_metrics(student, kg)
         size = table_bytes(student, bits())
