@@ -85,6 +85,14 @@ def progress_bar(transient: bool = True):  # noqa: ANN201 (rich.progress.Progres
     )
 
 
+def training_progress(bar, task) -> Callable[[int, int, int, float, float], None]:  # noqa: ANN001
+    """The trainer's ``on_step`` callback, drawing epoch, loss and throughput on ``bar``'s ``task``."""
+    def on_step(epoch: int, step: int, steps: int, value: float, rate: float) -> None:
+        bar.update(task, total=steps, completed=step, info=f"epoch {epoch} loss {value:.4f} {rate:,.0f} triples/s")
+
+    return on_step
+
+
 def require_torch(command: str) -> None:
     """A clear message when a training-side command runs on a runtime-only install."""
     try:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from kgedge.cli.common import print_json, print_table, progress_bar, require_torch, user_errors
+from kgedge.cli.common import (
+    print_json,
+    print_table,
+    progress_bar,
+    require_torch,
+    training_progress,
+    user_errors,
+)
 from kgedge.cli.model_cmds import DATA_HELP
 
 # listed from the files: importing kgedge.compress would import torch, and --help must work without it
@@ -27,9 +34,6 @@ def _run(teacher: Path, data: str, recipe, out: Path, seed: int, max_time: float
     with progress_bar() as bar:  # on stderr, so --json's stdout stays one JSON object
         task = bar.add_task(f"compress ({recipe.name})", total=None, info="")
 
-        def on_train_step(epoch: int, step: int, steps: int, value: float, rate: float) -> None:
-            bar.update(task, total=steps, completed=step, info=f"epoch {epoch} loss {value:.4f} {rate:,.0f} triples/s")
-
         def show(report) -> None:  # noqa: ANN001
             bar.console.print(f"{report.step}: {report.model}-{report.dim} {report.bytes:,} bytes "
                               f"({report.compression:.1f}x smaller), MRR {report.mrr:.4f} "
@@ -37,7 +41,7 @@ def _run(teacher: Path, data: str, recipe, out: Path, seed: int, max_time: float
                               f"{report.seconds:.1f} s" + (f" [{report.note}]" if report.note else ""))
 
         result = run_recipe(loaded.model, kg, recipe, seed=seed, max_time_s=max_time, on_step=show,
-                            on_train_step=on_train_step)
+                            on_train_step=training_progress(bar, task))
     metadata = {"data": kg.name, "teacher": str(teacher), "recipe": recipe.name, "qat_bits": result.bits,
                 "teacher_test": result.teacher, "steps": [asdict(s) for s in result.steps]}
     save_checkpoint(out, result.model, Vocabulary(**asdict(loaded.vocab)), metadata)

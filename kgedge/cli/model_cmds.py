@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from kgedge.cli.common import print_json, print_table, progress_bar, require_torch, user_errors
+from kgedge.cli.common import (
+    print_json,
+    print_table,
+    progress_bar,
+    require_torch,
+    training_progress,
+    user_errors,
+)
 
 DATA_HELP = "Dataset directory or built-in name: demo, nations, umls, wordnet-rr (the last three under $KGEDGE_DATA)."
 
@@ -75,15 +82,11 @@ def train(
             bar = stack.enter_context(progress_bar())
             task = bar.add_task(f"train {model}", total=None, info="")
 
-            def on_step(epoch: int, step: int, steps: int, value: float, rate: float) -> None:
-                bar.update(task, total=steps, completed=step,
-                           info=f"epoch {epoch} loss {value:.4f} {rate:,.0f} triples/s")
-
             def on_eval(epoch: int, metrics: dict[str, float], improved: bool) -> None:
                 mark = " *" if improved else ""
                 bar.console.print(f"epoch {epoch}: valid MRR {metrics['mrr']:.4f}{mark}")
 
-            callbacks = {"on_step": on_step, "on_eval": None if json_out else on_eval}
+            callbacks = {"on_step": training_progress(bar, task), "on_eval": None if json_out else on_eval}
             if context is not None:
                 result = train_distributed(kg, model_config, config, context, out=out, resume=resume, **callbacks)
             else:
