@@ -1,11 +1,10 @@
-"""Helpers of ``latency_peers.py``: the physical limit of a top-k query, and graph prototypes.
+"""Helpers of ``latency_peers.py``: the physical limit of a top-k query, and operator profiles.
 
 * the limit's parts, each timed in the same run as the variants it bounds: the entity table read at
   the streaming bandwidth of one core (``kgedge.bench.read_bandwidth``), onnxruntime's TopK over N
   scores, and the cost of one ``session.run`` call with the bundle's inputs and outputs;
 * the integer multiply-add rate of onnxruntime's ``MatMulInteger`` (u8 x u8, B prepacked, in cache);
-* prototypes of the int8 graph that differ from ``kgedge/export/graph.py`` in one respect each, to
-  measure a proposed change before the export owner applies it (never used by the library).
+* onnxruntime's profiler, per operator type.
 """
 
 from __future__ import annotations
@@ -18,10 +17,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from kgedge.bench.machine import median_seconds
-from kgedge.export.builder import BOOL, FLOAT, INT64, GraphBuilder, tensor_input
-from kgedge.export.graph import QUERY_ZERO_POINT, TABLE_ZERO_POINT, GraphSpec, _gather_rows, _type_bias
-from kgedge.export.profile import ExportProfile
-from kgedge.export.queries import resolve_query
+from kgedge.export.graph import QUERY_ZERO_POINT, TABLE_ZERO_POINT
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -98,67 +94,6 @@ def mac_rates(width: int = 64, columns: int = 8192, repeats: int = 50) -> dict[s
             seconds = median_seconds(lambda s=s, feeds=feeds: s.run(None, feeds), repeats)
             rates[f"{name}_m{m}"] = m * width * columns / seconds
     return rates
-
-
-# -- prototypes of the int8 graph ---------------------------------------------------------------------
-
-
-def prototype_int8_graph(spec: GraphSpec, profile: ExportProfile, mask: str = "float", scatter: bool = True) -> onnx.ModelProto:
-    """The qoperator top-k graph of ``kgedge/export/graph.py`` with one change, and optional cuts
-    (dot-product models only):
-
-    * always: the positive per-query scale ``q_scale`` multiplies the k output values after TopK
-      (it cannot change the order), instead of every score: the ``[B, N]`` product
-      ``q_scale * e_scale`` disappears, and onnxruntime (level extended/all) no longer fuses
-      MatMulInteger + Cast + Mul into MatMulIntegerToFloat, whose kernel is slower here than the
-      prepacked MatMulInteger followed by Cast and Mul;
-    * ``mask``: ``float`` = the exported type bias (Expand runs, Concat, Add), ``bool`` = the same
-      runs as a bool mask applied with Where, ``none`` = no type mask;
-    * ``scatter=False``: no ScatterElements for the excluded ids (they would be dropped by the
-      runtime from a top-(k + X) instead). ``mask="none", scatter=False`` is a floor, not a graph to ship.
-    """
-    if spec.interaction != "dot" or profile.format != "qoperator":
-        raise ValueError("prototype: dot-product models and qoperator profiles only")
-    g = GraphBuilder()
-    h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation")
-    q = resolve_query(spec.model)(g, h, r, spec.entity_table.shape[1])
-    peak = g.op("ReduceMax", g.op("Abs", q), g.const(np.array([1], np.int64)), keepdims=1)
-    q_scale = g.op("Div", g.op("Max", peak, g.const(np.float32(1e-12))), g.const(np.float32(127.0)))
-    shifted = g.op("Clip", g.op("Add", g.op("Round", g.op("Div", q, q_scale)), g.const(np.float32(QUERY_ZERO_POINT))),
-                   g.const(np.float32(0.0)), g.const(np.float32(255.0)))
-    q_u8 = g.op("Cast", shifted, to=TensorProto.UINT8)
-    zeros = [g.const(np.uint8(QUERY_ZERO_POINT))]
-    if profile.weight_type == "uint8":
-        zeros.append(g.const(np.uint8(TABLE_ZERO_POINT)))
-    scores = g.op("Mul", g.op("Cast", g.op("MatMulInteger", q_u8, table_t, *zeros), to=FLOAT), e_scale)
-    minus_inf = g.const(np.float32(-np.inf))
-    if mask == "float":
-        scores = g.op("Add", scores, _type_bias(g, spec, minus_inf))
-    elif mask == "bool":
-        types = spec.entity_types.astype(np.int64)
-        starts = np.flatnonzero(np.diff(types, prepend=-1))
-        lengths = np.diff(np.append(starts, len(types)))
-        pieces = [g.op("Expand", g.op("Slice", "allowed_types", g.const(np.array([t], np.int64)),
-                                      g.const(np.array([t + 1], np.int64))), g.const(np.array([n], np.int64)))
-                  for t, n in zip(types[starts], lengths)]
-        allowed = pieces[0] if len(pieces) == 1 else g.op("Concat", *pieces, axis=0)
-        scores = g.op("Where", allowed, scores, minus_inf)
-    elif mask != "none":
-        raise ValueError(f"mask={mask!r}; allowed: float, bool, none")
-    if scatter:
-        valid = g.op("GreaterOrEqual", "exclude", g.const(np.int64(0)))
-        index = g.op("Where", valid, "exclude", g.const(np.int64(0)))
-        update = g.op("Where", valid, g.op("Expand", minus_inf, g.op("Shape", "exclude")), g.const(np.float32(np.inf)))
-        scores = g.op("ScatterElements", scores, index, update, axis=1, reduction="min")
-    values, ids = g.op_multi("TopK", scores, "k", outputs=2, axis=1, largest=1, sorted=1)
-    g.op("Identity", ids, name="ids")
-    g.op("Mul", values, q_scale, name="scores")
-    inputs = [  # the bundle contract, as in kgedge/export/graph.py
-        tensor_input("head", INT64, ["batch"]), tensor_input("relation", INT64, ["batch"]), tensor_input("k", INT64, [1]),
-        tensor_input("allowed_types", BOOL, [spec.num_types]), tensor_input("exclude", INT64, ["batch", "num_excluded"]),
-    ]
-    outputs = [tensor_input("ids", INT64, ["batch", "k"]), tensor_input("scores", FLOAT, ["batch", "k"])]
-    return g.build(inputs, outputs, profile.opset, "prototype")
 
 
 def op_profile(model: bytes, feeds: list[dict[str, np.ndarray]], runs: int = 40, warmup: int = 5,

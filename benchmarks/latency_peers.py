@@ -57,7 +57,7 @@ from kgedge.evaluate import evaluate_link_prediction, recommendation_metrics
 from kgedge.export import export_bundle, resolve_profile
 from kgedge.export import graph as export_graph
 from kgedge.export.bundle import graph_spec
-from kgedge.export.graph import build_graph
+from kgedge.export.graph import build_graph, scored_bytes
 from kgedge.export.profile import available_profiles, cpu_supports, load_profile
 from kgedge.models import ModelConfig, build
 from kgedge.quantization import stored_bytes
@@ -75,6 +75,8 @@ RESULTS = REPO / "benchmarks" / "results"
 K = 10
 QUERIES = 512
 NUM_RELATIONS = 8
+# the width of the teachers the compression issue measures against (dim 256, fp32): what PyKEEN would serve
+TEACHER_WIDTH = 256
 # the demo KG's type shares; ids sorted by name put each type in one run
 TYPE_SHARES = {"accessory": 0.10, "brand": 0.02, "category": 0.01, "intent": 0.07, "product": 0.35, "user": 0.45}
 DRAM_BUFFER = 256 << 20
@@ -214,7 +216,9 @@ def edge_variants(label: str, path: Path, manifest: dict, heads: np.ndarray, rel
     feeds = [limits.bundle_feeds(int(h), int(r), K, len(manifest["types"])) for h, r in zip(heads, relations)]
     one_h = [heads[i:i + 1] for i in range(len(heads))]
     one_r = [relations[i:i + 1] for i in range(len(heads))]
-    table = stored_bytes(manifest["num_entities"], _width(manifest), 8 if precision == "int8" else None)
+    # what one query reads: the manifest says (block-scaled tables carry no per-row scales); older bundles do not
+    table = manifest["sizes"].get("scored_bytes_per_query") or stored_bytes(
+        manifest["num_entities"], _width(manifest), 8 if precision == "int8" else None)
     return [
         Variant(f"onnx {role} {label} (EdgeModel)", "onnx", lambda i: model.topk(one_h[i], one_r[i], K), role, precision,
                 table, model.score_all),
@@ -227,8 +231,11 @@ def _width(manifest: dict) -> int:
     return 2 * dim if manifest["model"]["name"] in ("complex", "rotate") else dim
 
 
-def pykeen_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray) -> tuple[list[Variant], str]:
-    """PyKEEN's DistMult of the same size: raw ``score_t`` + topk, and ``predict_target``."""
+def pykeen_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray,
+                    suffix: str = "") -> tuple[list[Variant], str]:
+    """PyKEEN's DistMult with ``width`` reals per row: raw ``score_t`` + topk, and ``predict_target``.
+
+    ``suffix`` tells the variants apart when the same configuration times PyKEEN at two widths."""
     try:
         import pykeen
         from pykeen.models import DistMult
@@ -253,46 +260,44 @@ def pykeen_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray
 
     version = getattr(pykeen, "__version__", None) or pykeen.get_version()
     note = f"pykeen {version} DistMult dim {width}, random init"
-    return [Variant("pykeen score_t + topk", "pykeen", raw, "random", "fp32", n * width * 4, note=note),
-            Variant("pykeen predict_target", "pykeen", predict, "random", "fp32", n * width * 4, note=note)], note
+    return [Variant(f"pykeen score_t + topk{suffix}", "pykeen", raw, "random", "fp32", n * width * 4, note=note),
+            Variant(f"pykeen predict_target{suffix}", "pykeen", predict, "random", "fp32", n * width * 4, note=note)], note
 
 
 def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, relations: np.ndarray,
                        bundles: dict, result: ConfigResult) -> list[Variant]:
-    """Diagnostics of the shipped int8 graph: the same graph at onnxruntime level basic, with one
-    TopK over all N instead of the two-step search, without the ScatterElements of the exclusions,
-    and without the type mask either (a floor, not a graph to ship); ids checked against the
-    bundle's where the graph keeps its semantics."""
+    """Diagnostics of the shipped int8 graph: the same graph at onnxruntime level basic, and the graph
+    as shipped before block scales (one scale per row: a Cast and a Mul over all N products per query),
+    with the share of top-10 ids each has in common with the bundle's."""
     spec = graph_spec(checkpoint)
-    n, width = spec.entity_table.shape
     out = []
     for profile_name in int8_profiles():
         profile = resolve_profile(profile_name)
         reference = models[f"random/{profile_name}"].topk(heads[:64], relations[:64], K)[0]
         graphs = (
             ("graph: exported, onnxruntime level basic", build_graph(spec, profile), "basic"),
-            ("graph: exported, one TopK over N", one_topk_graph(spec, profile), "all"),
-            ("graph: exported, no ScatterElements", limits.prototype_int8_graph(spec, profile, "float", False), "all"),
-            ("graph: exported, no mask, no scatter (floor)", limits.prototype_int8_graph(spec, profile, "none", False), "all"),
+            ("graph: per-row scales (as before block scales)", per_row_graph(spec, profile), "all"),
         )
         feeds = [limits.bundle_feeds(int(h), int(r), K, spec.num_types) for h, r in zip(heads, relations)]
         for label, model, level in graphs:
             s = limits.session(model.SerializeToString(), level=level)
             got = np.concatenate([s.run(["ids"], feeds[i])[0] for i in range(64)])
-            result.checks[f"{label} ({profile_name}): ids equal to the bundle's"] = bool((got == reference).all())
+            result.checks[f"{label} ({profile_name}): top-{K} ids shared with the bundle's"] = float(np.mean(
+                [len(set(a) & set(b)) / K for a, b in zip(got, reference)]))
+            read = scored_bytes(spec, profile) if "basic" in label else stored_bytes(*spec.entity_table.shape, 8)
             out.append(Variant(f"{label} ({profile_name}, session.run)", "prototype",
-                               lambda i, s=s: s.run(["ids"], feeds[i]), "random", "int8", stored_bytes(n, width, 8)))
+                               lambda i, s=s: s.run(["ids"], feeds[i]), "random", "int8", read))
     return out
 
 
-def one_topk_graph(spec, profile):  # noqa: ANN001, ANN201
-    """The shipped graph with the two-step top-k switched off (one TopK over every entity)."""
-    saved = export_graph.BLOCKED_TOPK_MIN_ENTITIES
-    export_graph.BLOCKED_TOPK_MIN_ENTITIES = 1 << 62
+def per_row_graph(spec, profile):  # noqa: ANN001, ANN201
+    """The shipped graph with block scales switched off (one scale per row, products scaled in float)."""
+    saved = export_graph.block_scaled
+    export_graph.block_scaled = lambda spec, profile: False
     try:
         return build_graph(spec, profile)
     finally:
-        export_graph.BLOCKED_TOPK_MIN_ENTITIES = saved
+        export_graph.block_scaled = saved
 
 
 def profile_operators(checkpoint: Checkpoint, heads: np.ndarray, relations: np.ndarray, result: ConfigResult) -> None:
@@ -302,7 +307,9 @@ def profile_operators(checkpoint: Checkpoint, heads: np.ndarray, relations: np.n
     for profile_name in int8_profiles():
         profile = resolve_profile(profile_name)
         shipped = build_graph(spec, profile).SerializeToString()
-        for label, model, level in (("shipped, level all", shipped, "all"), ("shipped, level basic", shipped, "basic")):
+        per_row = per_row_graph(spec, profile).SerializeToString()
+        for label, model, level in (("shipped, level all", shipped, "all"), ("shipped, level basic", shipped, "basic"),
+                                    ("per-row scales, level all", per_row, "all")):
             result.op_profiles[f"{profile_name}: {label}"] = limits.op_profile(model, feeds, level=level)
 
 
@@ -415,6 +422,10 @@ def measure_config(name: str, tag: str, kind: str, checkpoints: dict[str, Checkp
         extra, note = pykeen_variants(n, width, heads, relations)
         variants += extra
         result.checks["pykeen"] = note
+        if width != TEACHER_WIDTH:  # PyKEEN serving the teacher as trained, beside kgedge serving its student
+            extra, note = pykeen_variants(n, TEACHER_WIDTH, heads, relations, suffix=f" (d={TEACHER_WIDTH})")
+            variants += extra
+            result.checks[f"pykeen d={TEACHER_WIDTH}"] = note
     if kind == "random" and width == 64 and n >= 100_000:
         variants += prototype_variants(student, models, heads, relations, bundles, result)
     variants += limit_variants(n, width, len(student.vocab.type_names), dram["buffer"])
@@ -438,7 +449,8 @@ def measure_config(name: str, tag: str, kind: str, checkpoints: dict[str, Checkp
                     "int8_limit_table_sized_us": float(np.median(limit_r(stored_bytes(n, width, 8), cache_r))),
                     "bandwidth_per_round_bytes_per_s": bandwidth_r.tolist()}
     for precision, bits in (("int8", 8), ("fp32", None)):
-        table = stored_bytes(n, width, bits)
+        read = [v.table_bytes for v in variants if v.family == "onnx" and v.precision == precision and v.table_bytes]
+        table = read[0] if read else stored_bytes(n, width, bits)  # the bytes a query of the bundle reads
         result.limit[f"{precision}_table_bytes"] = table
         result.limit[f"{precision}_read_us"] = float(np.median(table / bandwidth_r * 1e6))
         result.limit[f"{precision}_limit_us"] = float(np.median(limit_r(table)))

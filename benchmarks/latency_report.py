@@ -50,6 +50,13 @@ def goals(data: dict) -> list[dict[str, str]]:
             out.append({"goal": "speedup of int8 (EdgeModel) over PyKEEN score_t + topk, N=14,541 d=64",
                         "measured": f"{speedup:.1f}x ({pykeen['p50_us']:,.0f} us vs {int8['p50_us']:,.0f} us)",
                         "target": ">= 30x", "met": "yes" if speedup >= 30 else "no"})
+            teacher = _row(config, "pykeen score_t + topk (d=256)")
+            if teacher:  # the product path: PyKEEN serves the 256-dim model as trained, kgedge its int8 student
+                speedup = teacher.get("ratio_to_int8_edge", teacher["p50_us"] / int8["p50_us"])
+                out.append({"goal": "speedup of int8 (EdgeModel, 64 reals = 68 B/row) over PyKEEN score_t + topk "
+                                    "serving the 256-dim fp32 model it was compressed from (1,024 B/row), N=14,541",
+                            "measured": f"{speedup:.1f}x ({teacher['p50_us']:,.0f} us vs {int8['p50_us']:,.0f} us)",
+                            "target": ">= 30x", "met": "yes" if speedup >= 30 else "no"})
         else:
             out.append({"goal": "speedup over PyKEEN, N=14,541", "measured": str(config["checks"].get("pykeen", "not run")),
                         "target": ">= 30x", "met": "not measured"})
@@ -79,8 +86,7 @@ def findings(data: dict) -> list[str]:
         ("bundle as shipped, EdgeModel.topk", "onnx random int8", "(EdgeModel)"),
         ("bundle as shipped, bare session.run", "onnx random int8", "(session.run)"),
         ("same graph, onnxruntime level basic", "graph: exported, onnxruntime level basic", ""),
-        ("shipped graph without ScatterElements (exclusions)", "graph: exported, no ScatterElements", ""),
-        ("... and without the type mask (floor, not shippable)", "graph: exported, no mask", ""),
+        ("the graph as shipped before block scales (per-row scales)", "graph: per-row scales", ""),
     )
     configs = [c for c in data["configs"] if any(r["family"] == "prototype" for r in c["rows"])]
     if not configs:
@@ -111,14 +117,12 @@ def findings(data: dict) -> list[str]:
             for key, value in c["checks"].items():
                 if key.startswith("runtime: one allowed_entities"):
                     lines.append(f"* {c['name']}: {key} = {value:,.0f} us")
-    lines += ["", "The diagnostic graphs with exclusions and type mask return the bundle's ids on the same "
-              "queries (checks above); the floor drops both and is not a graph to ship. Two findings of the previous "
-              "run are in the shipped code: the per-query `q_scale` multiplies the k values after TopK (so "
-              "onnxruntime does not fuse the product into its slower `MatMulIntegerToFloat`), and "
-              "`EdgeModel.topk` counts allowed candidates per type instead of gathering an `[N]` vector per call. "
-              "What is left between the shipped graph and the floor is the `[B, N]` type-bias Add and the "
-              "ScatterElements copy of the scores.",
-              ""]
+    lines += ["", "Above 32,768 entities, a dot-product model's int8 table keeps one scale per block of rows "
+              "(rows ordered by scale within each type run) instead of one per row, so the graph ranks the int32 "
+              "products and scales only the block maxima and the candidates: no Cast and Mul over all N per query. "
+              "The per-row graph is the one shipped before; each ratio above uses the bytes that graph reads "
+              "(per-row scales included), and the share of top-10 ids it has in common with the bundle's is in "
+              "the checks.", ""]
     return lines
 
 

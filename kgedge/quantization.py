@@ -5,6 +5,9 @@ stores exactly this, so a model fine-tuned with QAT loses nothing more at export
 
 For a row ``x`` and ``bits`` b: ``qmax = 2^(b-1) - 1``, ``scale = max|x| / qmax`` (1 for an all-zero
 row), ``q = clip(round_half_even(x / scale), -qmax, qmax)``, ``x̂ = q · scale``.
+Large tables of dot-product models are exported with one scale per block of rows that the exporter
+first orders by scale (:func:`quantize_row_blocks`): each row's scale is then the largest of its
+block, within a hair of its own, and QAT's per-row scheme carries over.
 ``bits = 7`` exists for x86 CPUs without VNNI: onnxruntime's u8·s8 kernel sums pairs of products in
 16 bits, ``2 · 255 · 127`` overflows it, ``2 · 255 · 63`` does not.
 """
@@ -38,6 +41,26 @@ def quantize_rows(table: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]
     scales = row_scales(table, bits)
     limit = qmax(bits)
     codes = np.clip(np.round(table / scales[:, None]), -limit, limit).astype(np.int8)
+    return codes, scales
+
+
+def quantize_row_blocks(table: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`quantize_rows`, with one scale per block of ``block`` consecutive rows: the largest
+    row scale of the block (so no code clips). ``len(table)`` must be a multiple of ``block``.
+
+    The exporter uses it for large tables whose rows it has first ordered by scale (see
+    ``kgedge.export.graph``): each row's scale is then within a hair of its own per-row scale.
+
+    Returns:
+        ``(codes, block_scales)``: shapes ``(rows, dim)`` int8 and ``(rows // block,)`` float32.
+    """
+    table = np.asarray(table, dtype=np.float32)
+    if len(table) % block:
+        raise ValueError(f"{len(table)} rows do not split into blocks of {block}")
+    limit = qmax(bits)
+    peaks = np.abs(table).max(axis=1).reshape(-1, block).max(axis=1)  # all-zero rows do not widen a block
+    scales = np.where(peaks > 0, peaks / np.float32(limit), np.float32(1.0)).astype(np.float32)
+    codes = np.clip(np.round(table / np.repeat(scales, block)[:, None]), -limit, limit).astype(np.int8)
     return codes, scales
 
 

@@ -24,7 +24,7 @@ from kgedge import __version__
 from kgedge.atomic import atomic_directory, atomic_path
 from kgedge.data.index import STORED_ID_DTYPES, KnownTails
 from kgedge.data.kg import KnowledgeGraph
-from kgedge.export.graph import INPUTS, OUTPUTS, GraphSpec, build_graph
+from kgedge.export.graph import INPUTS, OUTPUTS, GraphSpec, build_graph, scored_bytes
 from kgedge.export.profile import ExportProfile, cpu_supports, resolve_profile
 from kgedge.export.validate import ValidationReport, onnx_scorer, probe_queries, session_for, validate_export
 from kgedge.models.factored import LowRankEmbedding
@@ -183,7 +183,8 @@ def export_bundle(
             "session": profile.to_dict()["session"],
             "graph": {"opset": profile.opset, "inputs": list(INPUTS), "outputs": list(OUTPUTS)},
             "files": files,
-            "sizes": {"table_bytes": table_bytes, "bundle_bytes": sum(f["bytes"] for f in files.values())},
+            "sizes": {"table_bytes": table_bytes, "bundle_bytes": sum(f["bytes"] for f in files.values()),
+                      "scored_bytes_per_query": scored_bytes(spec, profile)},
             "seen_index": "train" if kg is not None else "empty",
             "validation": {**report.to_dict(), "validated_on": "this CPU" if native else "integer emulation"},
         }

@@ -12,6 +12,11 @@ Top-k happens inside the graph, so the device never handles a full score row. La
      ``MatMulInteger(q_u8, E_s8)`` runs in integers, and the query and per-row table scales are
      folded into the int32 result afterwards (no dequantized copy of the table);
    * ``dequantize``: int8 storage, the table dequantized on every query (kept for measuring only).
+   From ``BLOCKED_TOPK_MIN_ENTITIES`` on, a dot-product model's integer table is *block-scaled*
+   (:func:`block_scaled`): rows are stored ordered by scale within each type run, with one scale
+   per block of the two-step top-k; the graph then ranks the int32 products and scales only the
+   block maxima and the candidates. Ids map to stored positions and back through one stored
+   permutation (its inverse is folded when the session is created).
    Distance models (TransE, RotatE) rank by ``2 q·t - |t|²`` (the squared distance up to ``|q|²``),
    with ``|t|²`` precomputed from the stored table, and report ``-sqrt(|q|² - that)`` for the top k.
    A factored (low-rank) entity table ``E = U · V`` stores ``U`` as the table above (``[r, N]``) and
@@ -40,12 +45,16 @@ import onnx
 from kgedge.export.builder import BOOL, FLOAT, INT32, INT64, GraphBuilder, tensor_input
 from kgedge.export.profile import ExportProfile
 from kgedge.export.queries import resolve_query
-from kgedge.quantization import dequantize_rows, quantize_rows, stored_bytes
+from kgedge.quantization import dequantize_rows, quantize_row_blocks, quantize_rows, stored_bytes
 
 INPUTS = ("head", "relation", "k", "allowed_types", "exclude")
 OUTPUTS = ("ids", "scores")
 QUERY_ZERO_POINT = 128  # uint8 queries: symmetric codes -127..127 shifted by 128
 TABLE_ZERO_POINT = 128  # weight_type uint8: the same symmetric codes stored shifted by 128
+# Block-scaled graphs rank int32 products: a masked entity gets this added (or set), far below any
+# product (|q_code · e_code| sums stay under 2^25 for rows of up to 2,048 values) and far from overflow.
+MASKED = -(2**30)
+MASKED_BELOW = -(2**29)  # a product under this was masked
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,59 @@ def stored_tables(spec: GraphSpec, profile: ExportProfile) -> tuple[np.ndarray, 
     """The tables as the device will see them (dequantized when the profile quantizes); ``U`` when factored."""
     if not profile.quantized:
         return spec.entity_table.astype(np.float32), spec.relation_table.astype(np.float32)
-    return (dequantize_rows(*quantize_rows(spec.entity_table, profile.table_bits)),
-            dequantize_rows(*quantize_rows(spec.relation_table, profile.table_bits)))
+    relations = dequantize_rows(*quantize_rows(spec.relation_table, profile.table_bits))
+    if not block_scaled(spec, profile):
+        return dequantize_rows(*quantize_rows(spec.entity_table, profile.table_bits)), relations
+    num_entities = len(spec.entity_types)
+    block = topk_block(num_entities)
+    padded = _padded(spec, block)
+    order = scale_order(padded, num_entities)
+    codes, scales = quantize_row_blocks(padded.entity_table[order], profile.table_bits, block)
+    rows = np.empty_like(padded.entity_table, dtype=np.float32)
+    rows[order] = dequantize_rows(codes, np.repeat(scales, block))
+    return rows[:num_entities], relations
+
+
+def scored_bytes(spec: GraphSpec, profile: ExportProfile) -> int:
+    """Bytes of the entity table that one query's all-entity product reads in the session: float32
+    values, or one byte per code (4-bit tables are unpacked when the session is created) plus the
+    per-row scales, or the block scales of a block-scaled table (padding rows included)."""
+    rows, width = spec.entity_table.shape
+    if not profile.quantized or profile.format != "qoperator":
+        return rows * width * 4
+    if not block_scaled(spec, profile):
+        return rows * (width + 4)
+    block = topk_block(rows)
+    padded = rows + (-rows % block)
+    return padded * width + 4 * (padded // block)
+
+
+def block_scaled(spec: GraphSpec, profile: ExportProfile) -> bool:
+    """Whether the graph stores one scale per block of rows instead of one per row.
+
+    That is the case for dot-product models (DistMult, ComplEx) with a dense table, an integer
+    profile and enough entities for the two-step top-k. Their rows are stored in :func:`scale_order`,
+    so a block's rows have nearly equal scales, and the graph ranks the int32 products themselves:
+    only the block maxima and the few candidates' products are ever scaled to float. Per-row scales
+    would cost a Cast and a Mul over all N products on every query (about 1.3 ms of 7 at 1M × 64).
+    Distance models need float products for their norms; factored tables keep per-row scales.
+    """
+    return (profile.format == "qoperator" and spec.interaction == "dot" and spec.entity_basis is None
+            and topk_block(len(spec.entity_types)) is not None)
+
+
+def scale_order(spec: GraphSpec, num_entities: int) -> np.ndarray:
+    """Stored position -> entity id of a block-scaled table, shape ``(rows,)`` int64.
+
+    Within each run of one type, rows by descending largest ``|value|`` (ties by id), so that runs
+    (and the type mask built from them) stay where they are; padding rows (ids from
+    ``num_entities`` on) stay last, in place.
+    """
+    table = spec.entity_table[:num_entities]
+    types = np.asarray(spec.entity_types[:num_entities], np.int64)
+    runs = np.cumsum(np.diff(types, prepend=types[0] - 1) != 0)
+    order = np.lexsort((np.arange(num_entities), -np.abs(table).max(axis=1), runs))
+    return np.concatenate([order, np.arange(num_entities, len(spec.entity_types))]).astype(np.int64)
 
 
 def candidate_rows(spec: GraphSpec, profile: ExportProfile) -> np.ndarray:
@@ -128,14 +188,26 @@ def _unpacked_int4(g: GraphBuilder, codes_t: np.ndarray) -> str:
     return g.op("Cast", both, to=onnx.TensorProto.INT8)
 
 
-def _gather_rows(g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str, relation: str):  # noqa: ANN202
-    """Returns (head rows [B, W] float, relation rows [B, Wr] float, table node info)."""
+def _gather_rows(  # noqa: ANN202
+    g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str, relation: str,
+    positions: tuple[np.ndarray, str, str] | None = None, block: int | None = None,
+):
+    """Returns (head rows [B, W] float, relation rows [B, Wr] float, table node info).
+
+    ``positions``: ``(order, inverse, stored order)`` of a block-scaled table (the order, the graph
+    value mapping ids to stored positions, the order's initializer); the table is then stored in
+    that order with one scale per ``block`` rows.
+    """
     if not profile.quantized:
         table_t = g.const(np.ascontiguousarray(spec.entity_table.T.astype(np.float32)), "entity_table_t")
         relations = g.const(spec.relation_table.astype(np.float32), "relation_table")
         h = g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0])
         return h, g.op("Gather", relations, relation, axis=0), (table_t, None)
-    codes, scales = quantize_rows(spec.entity_table, profile.table_bits)
+    if positions is None:
+        codes, scales = quantize_rows(spec.entity_table, profile.table_bits)
+    else:
+        codes, scales = quantize_row_blocks(spec.entity_table[positions[0]], profile.table_bits, block)
+        head = g.op("Gather", positions[1], head, axis=0)  # ids -> stored positions
     r_codes, r_scales = quantize_rows(spec.relation_table, profile.table_bits)
     if profile.table_bits == 4:
         table_t = _unpacked_int4(g, codes.T)
@@ -144,11 +216,12 @@ def _gather_rows(g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head:
         table_t = g.const(np.ascontiguousarray(stored), "entity_codes_t")
     else:
         table_t = g.const(np.ascontiguousarray(codes.T), "entity_codes_t")
-    e_scale = g.const(scales, "entity_scales")
+    e_scale = g.const(scales, "entity_scales" if positions is None else "entity_block_scales")
     h_codes = g.op("Cast", g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0]), to=FLOAT)
     if profile.weight_type == "uint8":
         h_codes = g.op("Sub", h_codes, g.const(np.float32(TABLE_ZERO_POINT)))
-    h = g.op("Mul", h_codes, g.unsqueeze(g.op("Gather", e_scale, head, axis=0), 1))
+    scale_index = head if positions is None else g.op("Div", head, g.const(np.int32(block)))
+    h = g.op("Mul", h_codes, g.unsqueeze(g.op("Gather", e_scale, scale_index, axis=0), 1))
     r_codes_c = g.const(r_codes, "relation_codes")
     r_scale = g.const(r_scales, "relation_scales")
     r = g.op("Mul", g.op("Cast", g.op("Gather", r_codes_c, relation, axis=0), to=FLOAT),
@@ -157,12 +230,14 @@ def _gather_rows(g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head:
 
 
 def _products(
-    g: GraphBuilder, profile: ExportProfile, q: str, table_t: str, e_scale: str | None, emulate: bool
+    g: GraphBuilder, profile: ExportProfile, q: str, table_t: str, e_scale: str | None, emulate: bool,
+    integer: bool = False,
 ) -> tuple[str, str | None]:
     """``q · E`` for every entity, shape ``[B, N]`` float, up to a per-query factor.
 
     Returns ``(scores, query_scale)``: the true products are ``scores · query_scale`` (shape
     ``[B, 1]``); ``query_scale`` is None when ``scores`` are exact already (float formats).
+    ``integer`` (block-scaled graphs): the int32 products of the codes, the table scales not applied.
 
     ``emulate`` replaces MatMulInteger by a float MatMul of the same integer codes: exact (every
     partial sum stays below 2^24 for rows of up to 512 values), it shows what a target CPU computes
@@ -190,10 +265,14 @@ def _products(
         if unsigned_table:
             table = g.op("Sub", table, g.const(np.float32(TABLE_ZERO_POINT)))
         product = g.op("MatMul", centred, table)
+        if integer:
+            return g.op("Cast", product, to=INT32), q_scale
     else:
         zero_point = g.const(np.uint8(QUERY_ZERO_POINT), "query_zero_point")
         table_zero = [g.const(np.uint8(TABLE_ZERO_POINT), "table_zero_point")] if unsigned_table else []
         product = g.op("MatMulInteger", q_u8, table_t, zero_point, *table_zero)
+        if integer:
+            return product, q_scale
     # The per-row table scales are applied here; the query's own scale (one positive number per row,
     # so it cannot change the order) is left to the caller: a dot-product model applies it to the k
     # values after TopK. Folding both scales in here makes onnxruntime fuse the product into
@@ -225,13 +304,31 @@ def _padded(spec: GraphSpec, block: int) -> GraphSpec:
     return replace(spec, entity_table=table, entity_types=types)
 
 
-def _top_k(g: GraphBuilder, scores: str, k: str, block: int | None, num_rows: int) -> tuple[str, str]:
+def _inverse(g: GraphBuilder, stored: str, rows: int) -> str:
+    """``[rows]`` int32 value: entity id -> stored position, the inverse of ``order``.
+
+    Built from the stored order by nodes whose inputs are all constants, which onnxruntime folds
+    into one constant when the session is created: the file carries one int32 per row, the position
+    the per-row scale used to take, and no query pays for the inversion.
+    """
+    positions = g.op("Range", g.const(np.int32(0)), g.const(np.int32(rows)), g.const(np.int32(1)))
+    return g.op("ScatterElements", g.op("Mul", stored, g.const(np.int32(0))), stored, positions, axis=0)
+
+
+def _top_k(
+    g: GraphBuilder, scores: str, k: str, block: int | None, num_rows: int, block_scales: str | None = None
+) -> tuple[str, str]:
     """``(values, ids)`` of the k best of ``scores`` ``[B, num_rows]``, best first.
 
     With a ``block``: the row is viewed as ``[B, num_rows / block, block]``; every entity of the
     top k lies in one of the k blocks with the largest maxima (a block holding one of them has
     a maximum at least the k-th best score, and at most k blocks do), so TopK over those blocks'
     entities gives the exact top k.
+
+    ``block_scales`` (``[num_rows / block]``, positive): ``scores`` are int32 products whose true
+    values are ``product · scale of its block``; a block's true maximum is its largest product
+    times its scale, so only the maxima and the candidates are scaled, and masked products
+    (below ``MASKED_BELOW``) become -inf.
     """
     if block is None:
         values, ids = g.op_multi("TopK", scores, k, outputs=2, axis=1, largest=1, sorted=1)
@@ -239,24 +336,35 @@ def _top_k(g: GraphBuilder, scores: str, k: str, block: int | None, num_rows: in
     blocks = num_rows // block
     maxima = g.op("ReduceMax", g.op("Reshape", scores, g.const(np.array([0, blocks, block], np.int64))),
                   g.const(np.array([2], np.int64)), keepdims=0)
+    if block_scales is not None:
+        maxima = _scaled(g, maxima, block_scales)
     best_blocks = g.op_multi("TopK", maxima, g.op("Min", k, g.const(np.array([blocks], np.int64))), outputs=2,
                              axis=1, largest=1, sorted=0)[1]
     starts = g.unsqueeze(g.op("Mul", best_blocks, g.const(np.int64(block))), 2)
     columns = g.op("Reshape", g.op("Add", starts, g.const(np.arange(block, dtype=np.int64).reshape(1, 1, block))),
                    g.const(np.array([0, -1], np.int64)))
     candidates = g.op("GatherElements", scores, columns, axis=1)
+    if block_scales is not None:
+        candidates = _scaled(g, candidates, g.op("Gather", block_scales, g.op("Div", columns, g.const(np.int64(block)))))
     values, position = g.op_multi("TopK", candidates, k, outputs=2, axis=1, largest=1, sorted=1)
     return values, g.op("GatherElements", columns, position, axis=1)
 
 
-def _type_bias(g: GraphBuilder, spec: GraphSpec, minus_inf: str) -> str:
-    """``[N]`` float: 0 where the entity's type is allowed, -inf elsewhere.
+def _scaled(g: GraphBuilder, products: str, scales: str) -> str:
+    """int32 ``products`` times ``scales`` in float, -inf where a product was masked."""
+    masked = g.op("Less", products, g.const(np.int32(MASKED_BELOW)))
+    return g.op("Where", masked, g.const(np.float32(-np.inf)), g.op("Mul", g.op("Cast", products, to=FLOAT), scales))
+
+
+def _type_bias(g: GraphBuilder, spec: GraphSpec, zero: str, masked: str) -> str:
+    """``[N]``: ``zero`` where the entity's type is allowed, ``masked`` elsewhere (float 0 and -inf,
+    or int32 0 and ``MASKED`` for the int32 products of a block-scaled graph).
 
     Entity ids usually come in long runs of one type (ids follow sorted names, and names carry their
     type), so the row is assembled from one Expand per run: memcpy speed, where a Gather of N type ids
     costs ~9 ns per entity in onnxruntime (1 ms at 100k entities). Too many runs fall back to Gather.
     """
-    per_type = g.op("Where", "allowed_types", g.const(np.float32(0.0)), minus_inf)
+    per_type = g.op("Where", "allowed_types", zero, masked)
     types = spec.entity_types.astype(np.int64)
     starts = np.flatnonzero(np.diff(types, prepend=-1))
     if len(starts) > MAX_TYPE_RUNS:
@@ -279,10 +387,16 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     query_fn = resolve_query(spec.model)
     num_entities = len(spec.entity_types)
     block = topk_block(num_entities)
+    integer = block_scaled(spec, profile)
     if block is not None:
         spec = _padded(spec, block)
     g = GraphBuilder()
-    h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation")
+    positions = None
+    if integer:  # rows stored in scale order: ids map to positions through the inverse permutation
+        order = scale_order(spec, num_entities)
+        stored_order = g.const(order.astype(np.int32), "entity_order")
+        positions = (order, _inverse(g, stored_order, len(order)), stored_order)
+    h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation", positions, block)
     basis = None
     if spec.entity_basis is not None:  # factored: rows of U are coordinates in the basis V
         basis = g.const(np.ascontiguousarray(spec.entity_basis.astype(np.float32)), "entity_basis")
@@ -290,37 +404,43 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     q = query_fn(g, h, r, spec.width)
     # q · (U[t] · V) = (q · Vᵀ) · U[t]: one [B, W] x [W, r] product, then the table's
     q_stored = q if basis is None else g.op("Gemm", q, basis, transB=1)
-    scores, q_scale = _products(g, profile, q_stored, table_t, e_scale, emulate)
+    scores, q_scale = _products(g, profile, q_stored, table_t, e_scale, emulate, integer)
     if q_scale is not None and spec.interaction == "l2":  # the norms need true products
         scores, q_scale = g.op("Mul", scores, q_scale), None
     if spec.interaction == "l2":
         norms = g.const((candidate_rows(spec, profile) ** 2).sum(1).astype(np.float32), "entity_sq_norms")
         scores = g.op("Sub", g.op("Mul", scores, g.const(np.float32(2.0))), norms)
-    minus_inf = g.const(np.float32(-np.inf))
+    score_type = INT32 if integer else FLOAT
+    masked_value = g.const(np.int32(MASKED) if integer else np.float32(-np.inf))
     # the [N] type-bias row and its addition are two passes over N (~1 ms of ~10 at 1M entities):
     # only a query that disallows some type pays for them. The last node of the scores is built
     # inside each branch: a branch that returned an outer value would copy it (an Identity over N)
     last = g.take_last(scores)
     masked = g.branch()
-    restricted = masked.op("Add", masked.replay(last), _type_bias(masked, spec, minus_inf))
+    zero = g.const(np.int32(0) if integer else np.float32(0.0))
+    restricted = masked.op("Add", masked.replay(last), _type_bias(masked, spec, zero, masked_value))
     unmasked = g.branch()
     same = unmasked.replay(last)
     every_type = g.op("Cast", g.op("ReduceMin", g.op("Cast", "allowed_types", to=INT32), keepdims=0), to=BOOL)
-    scores = g.op("If", every_type, then_branch=unmasked.subgraph(same, FLOAT, "every_type"),
-                  else_branch=masked.subgraph(restricted, FLOAT, "type_mask"))
+    scores = g.op("If", every_type, then_branch=unmasked.subgraph(same, score_type, "every_type"),
+                  else_branch=masked.subgraph(restricted, score_type, "type_mask"))
     valid = g.op("GreaterOrEqual", "exclude", g.const(np.int64(0)))
     index = g.op("Where", valid, "exclude", g.const(np.int64(0)))
-    update = g.op("Where", valid, g.op("Expand", minus_inf, g.op("Shape", "exclude")),
-                  g.const(np.float32(np.inf)))
+    if positions is not None:
+        index = g.op("Cast", g.op("Gather", positions[1], index, axis=0), to=INT64)
+    no_change = g.const(np.int32(np.iinfo(np.int32).max) if integer else np.float32(np.inf))
+    update = g.op("Where", valid, g.op("Expand", masked_value, g.op("Shape", "exclude")), no_change)
     padding = len(spec.entity_types) - num_entities
     if padding:  # the padding rows are masked like excluded ids
         shape = g.op("Concat", g.op("Slice", g.op("Shape", "exclude"), g.const(np.array([0], np.int64)),
                                     g.const(np.array([1], np.int64))), g.const(np.array([padding], np.int64)), axis=0)
         pad_ids = g.const(np.arange(num_entities, num_entities + padding, dtype=np.int64).reshape(1, padding))
         index = g.op("Concat", index, g.op("Expand", pad_ids, shape), axis=1)
-        update = g.op("Concat", update, g.op("Expand", minus_inf, shape), axis=1)
+        update = g.op("Concat", update, g.op("Expand", masked_value, shape), axis=1)
     scores = g.op("ScatterElements", scores, index, update, axis=1, reduction="min")
-    values, ids = _top_k(g, scores, "k", block, len(spec.entity_types))
+    values, ids = _top_k(g, scores, "k", block, len(spec.entity_types), e_scale if integer else None)
+    if positions is not None:  # stored positions -> entity ids (padding positions are their own ids)
+        ids = g.op("Cast", g.op("Gather", positions[2], ids, axis=0), to=INT64)
     if padding:  # a padding row only comes back with -inf (k beyond the candidates): keep ids in range
         ids = g.op("Min", ids, g.const(np.int64(num_entities - 1)))
     if q_scale is not None:
