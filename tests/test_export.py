@@ -160,7 +160,8 @@ def _blocked(monkeypatch: pytest.MonkeyPatch, spec, profile: ExportProfile) -> o
         return build_graph(spec, profile)
 
 
-@pytest.mark.parametrize(("name", "profile"), [("transe", "x86-avx2"), ("transe", "portable"), ("complex", "portable")])
+@pytest.mark.parametrize(("name", "profile"), [("distmult", "x86-avx2"), ("transe", "x86-avx2"), ("transe", "portable"),
+                                             ("complex", "int4")])
 def test_blocked_topk_equals_one_topk(monkeypatch: pytest.MonkeyPatch, name: str, profile: str) -> None:
     kg = _tiny_kg(num_entities=60)  # blocks of 8: 64 rows, 4 of them padding
     spec = graph_spec(_checkpoint(name, kg))
@@ -199,6 +200,7 @@ def test_block_scaled_graph_ranks_the_block_quantized_scores(monkeypatch: pytest
     chosen = resolve_profile(profile)
     with monkeypatch.context() as patch:
         patch.setattr(export_graph, "BLOCKED_TOPK_MIN_ENTITIES", 0)
+        patch.setattr(export_graph, "BLOCK_SCALES_MIN_ENTITIES", 0)
         assert export_graph.block_scaled(spec, chosen)
         model = build_graph(spec, chosen, emulate=emulate)
         reference = _block_scaled_reference(spec, chosen, np.arange(12), np.arange(12) % 6)
@@ -242,6 +244,7 @@ def test_a_block_scaled_bundle_says_how_many_bytes_a_query_reads(monkeypatch: py
     per_row = export_bundle(checkpoint, "x86-avx2", tmp_path / "per_row").manifest["sizes"]
     with monkeypatch.context() as patch:
         patch.setattr(export_graph, "BLOCKED_TOPK_MIN_ENTITIES", 0)
+        patch.setattr(export_graph, "BLOCK_SCALES_MIN_ENTITIES", 0)
         blocked = export_bundle(checkpoint, "x86-avx2", tmp_path / "blocked").manifest["sizes"]
     assert per_row["scored_bytes_per_query"] == 60 * (16 + 4)  # codes and per-row scales
     assert blocked["scored_bytes_per_query"] == 64 * 16 + 4 * 8  # codes of 64 rows (4 padding), 8 block scales
@@ -264,6 +267,7 @@ def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: py
     kg = _tiny_kg(num_entities=60)
     with monkeypatch.context() as patch:
         patch.setattr(export_graph, "BLOCKED_TOPK_MIN_ENTITIES", 0)
+        patch.setattr(export_graph, "BLOCK_SCALES_MIN_ENTITIES", 0)
         model = build_graph(graph_spec(_checkpoint("distmult", kg)), resolve_profile("x86-avx2"))
     assert Counter(node.op_type for node in model.graph.node)["ScatterElements"] == 2  # the inverse, the exclusions
     options = ort.SessionOptions()

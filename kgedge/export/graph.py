@@ -12,7 +12,7 @@ Top-k happens inside the graph, so the device never handles a full score row. La
      ``MatMulInteger(q_u8, E_s8)`` runs in integers, and the query and per-row table scales are
      folded into the int32 result afterwards (no dequantized copy of the table);
    * ``dequantize``: int8 storage, the table dequantized on every query (kept for measuring only).
-   From ``BLOCKED_TOPK_MIN_ENTITIES`` on, a dot-product model's integer table is *block-scaled*
+   From ``BLOCK_SCALES_MIN_ENTITIES`` on, a dot-product model's integer table is *block-scaled*
    (:func:`block_scaled`): rows are stored ordered by scale within each type run, with one scale
    per block of the two-step top-k; the graph then ranks the int32 products and scales only the
    block maxima and the candidates. Ids map to stored positions and back through one stored
@@ -126,14 +126,17 @@ def block_scaled(spec: GraphSpec, profile: ExportProfile) -> bool:
     """Whether the graph stores one scale per block of rows instead of one per row.
 
     That is the case for dot-product models (DistMult, ComplEx) with a dense table, an integer
-    profile and enough entities for the two-step top-k. Their rows are stored in :func:`scale_order`,
+    profile and at least ``BLOCK_SCALES_MIN_ENTITIES`` entities (the two-step top-k runs there too). Their rows are stored in :func:`scale_order`,
     so a block's rows have nearly equal scales, and the graph ranks the int32 products themselves:
     only the block maxima and the few candidates' products are ever scaled to float. Per-row scales
     would cost a Cast and a Mul over all N products on every query (about 1.3 ms of 7 at 1M × 64).
+    Below the threshold the few extra small nodes cost more than the two passes save (measured in
+    ``benchmarks/results/latency_peers.md``: 13 % slower at 100k × 64, 5-6 % faster at 300k and 1M).
     Distance models need float products for their norms; factored tables keep per-row scales.
     """
+    n = len(spec.entity_types)
     return (profile.format == "qoperator" and spec.interaction == "dot" and spec.entity_basis is None
-            and topk_block(len(spec.entity_types)) is not None)
+            and n >= BLOCK_SCALES_MIN_ENTITIES and topk_block(n) is not None)
 
 
 def scale_order(spec: GraphSpec, num_entities: int) -> np.ndarray:
@@ -281,6 +284,8 @@ def _products(
 
 
 MAX_TYPE_RUNS = 256
+# block scales (see :func:`block_scaled`) from this many entities on
+BLOCK_SCALES_MIN_ENTITIES = 200_000
 # below this many entities one TopK over the row costs less than the blocked search's extra nodes
 BLOCKED_TOPK_MIN_ENTITIES = 32_768
 
