@@ -131,7 +131,8 @@ def block_scaled(spec: GraphSpec, profile: ExportProfile) -> bool:
     only the block maxima and the few candidates' products are ever scaled to float. Per-row scales
     would cost a Cast and a Mul over all N products on every query (about 1.3 ms of 7 at 1M × 64).
     Below the threshold the few extra small nodes cost more than the two passes save (measured in
-    ``benchmarks/results/latency_peers.md``: 13 % slower at 100k × 64, 5-6 % faster at 300k and 1M).
+    ``benchmarks/results/latency_peers_block_scales_at_100k.md``: 13 % slower at 100k × 64, 5-6 %
+    faster at 300k and 1M).
     Distance models need float products for their norms; factored tables keep per-row scales.
     """
     n = len(spec.entity_types)
