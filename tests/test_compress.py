@@ -408,3 +408,12 @@ def test_tiny_recipes_store_64_times_fewer_bytes_than_a_256_dim_teacher(name: st
     teacher = build(ModelConfig("complex", 5000, 40, dim=256))
     student = build(ModelConfig("complex", 5000, 40, dim=dim))
     assert table_bytes(teacher, None) / table_bytes(student, recipe.export_bits) == pytest.approx(64.0)
+
+
+def test_the_wide_recipe_stores_32_times_fewer_bytes_than_a_256_dim_teacher() -> None:
+    recipe = load_recipe("wide-int4")
+    dim = int(recipe.steps[0].settings["dim"])
+    assert recipe.export_bits == 4 and dim == 60
+    teacher = build(ModelConfig("complex", 5000, 40, dim=256))
+    student = build(ModelConfig("complex", 5000, 40, dim=dim))
+    assert table_bytes(teacher, None) / table_bytes(student, recipe.export_bits) == pytest.approx(32.0)
