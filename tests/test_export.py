@@ -181,7 +181,8 @@ def test_blocked_topk_equals_one_topk(monkeypatch: pytest.MonkeyPatch, name: str
                 assert set(got[0][row][finite[row]].tolist()) == set(want[0][row][finite[row]].tolist())
 
 
-def _block_scaled_reference(spec, profile: ExportProfile, heads: np.ndarray, relations: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def _block_scaled_reference(spec, profile: ExportProfile, heads: np.ndarray,  # noqa: ANN001
+                            relations: np.ndarray) -> np.ndarray:
     """DistMult's scores as a block-scaled graph computes them, in float64: the dequantized block-scaled
     tables, the query quantized per row to 8 bits like the graph does."""
     entity, relation = export_graph.stored_tables(spec, profile)
@@ -238,7 +239,8 @@ def test_block_scales_are_each_blocks_largest_row_scale_and_ignore_zero_rows() -
         quantize_row_blocks(table, 8, 5)
 
 
-def test_a_block_scaled_bundle_says_how_many_bytes_a_query_reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_block_scaled_bundle_says_how_many_bytes_a_query_reads(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
     kg = _tiny_kg(num_entities=60)
     checkpoint = _checkpoint("distmult", kg)
     per_row = export_bundle(checkpoint, "x86-avx2", tmp_path / "per_row").manifest["sizes"]
@@ -261,7 +263,8 @@ def test_block_scaled_rows_are_ordered_by_scale_within_type_runs() -> None:
         assert np.all(np.diff(peaks[kg.entity_types == t]) <= 0)
 
 
-def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
     import onnxruntime as ort
 
     kg = _tiny_kg(num_entities=60)

@@ -126,13 +126,15 @@ def block_scaled(spec: GraphSpec, profile: ExportProfile) -> bool:
     """Whether the graph stores one scale per block of rows instead of one per row.
 
     That is the case for dot-product models (DistMult, ComplEx) with a dense table, an integer
-    profile and at least ``BLOCK_SCALES_MIN_ENTITIES`` entities (the two-step top-k runs there too). Their rows are stored in :func:`scale_order`,
-    so a block's rows have nearly equal scales, and the graph ranks the int32 products themselves:
+    profile and at least ``BLOCK_SCALES_MIN_ENTITIES`` entities (the two-step top-k runs there too).
+    Their rows are stored in :func:`scale_order`, so a block's rows have nearly equal scales, and
+    the graph ranks the int32 products themselves:
     only the block maxima and the few candidates' products are ever scaled to float. Per-row scales
     would cost a Cast and a Mul over all N products on every query (about 1.3 ms of 7 at 1M × 64).
-    Below the threshold the few extra small nodes cost more than the two passes save (measured in
-    ``benchmarks/results/latency_peers_block_scales_at_100k.md``: 13 % slower at 100k × 64, 5-6 %
-    faster at 300k and 1M).
+    Below the threshold, per-row scales keep the export bit-identical to what QAT fakes, and block
+    scales gained nothing measurable: at 100k × 64 they were 13 % slower in the run of
+    ``benchmarks/results/latency_peers_block_scales_at_100k.md`` (5-6 % faster at 300k and 1M), a
+    difference within that benchmark's noise on a shared 2-core machine.
     Distance models need float products for their norms; factored tables keep per-row scales.
     """
     n = len(spec.entity_types)
@@ -351,7 +353,8 @@ def _top_k(
                    g.const(np.array([0, -1], np.int64)))
     candidates = g.op("GatherElements", scores, columns, axis=1)
     if block_scales is not None:
-        candidates = _scaled(g, candidates, g.op("Gather", block_scales, g.op("Div", columns, g.const(np.int64(block)))))
+        block_of = g.op("Div", columns, g.const(np.int64(block)))
+        candidates = _scaled(g, candidates, g.op("Gather", block_scales, block_of))
     values, position = g.op_multi("TopK", candidates, k, outputs=2, axis=1, largest=1, sorted=1)
     return values, g.op("GatherElements", columns, position, axis=1)
 
