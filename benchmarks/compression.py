@@ -6,6 +6,7 @@ exported bundle, against a ComplEx-256 fp32 teacher and against the same student
     python benchmarks/compression.py --data wordnet-rr --budget 600
     python benchmarks/compression.py --data nations --seeds 5      # mean and range over seeds
     python benchmarks/compression.py --data umls nations --seeds 3 --plans tiny-int4 tiny-int8   # the two 64x recipes
+    python benchmarks/compression.py --data umls nations --plans default wide-int4   # the two 32x recipes side by side
 
 Nations has 201 test triples, so one seed's MRR moves by about a point: ``--seeds`` repeats every
 student with seeds 0..S-1 (the teacher stays the same) and reports the mean and the range.
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per training stage at most")
     parser.add_argument("--techniques", action="store_true", help="every technique alone and combined")
     parser.add_argument("--seeds", type=int, default=1, help="repeat every student with this many seeds; mean and range")
-    parser.add_argument("--plans", nargs="+", choices=("default", "direct", "tiny-int4", "tiny-int8"),
+    parser.add_argument("--plans", nargs="+", choices=("default", "direct", "tiny-int4", "tiny-int8", "wide-int4"),
                         help="only these of the standard plans (all by default); the results file is named after them")
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
@@ -115,8 +116,9 @@ def main() -> None:
         standard = {"default": ("default recipe (distil 24 + QAT8)", default, "x86-avx2"),
                     "direct": ("same student trained directly (no teacher)", direct, "x86-avx2"),
                     "tiny-int4": ("tiny-int4 (distil 28 + QAT4)", load_recipe("tiny-int4"), "int4"),
-                    "tiny-int8": ("tiny-int8 (distil 14 + QAT8)", load_recipe("tiny-int8"), "x86-avx2")}
-        plans = [standard[name] for name in (args.plans or standard)]
+                    "tiny-int8": ("tiny-int8 (distil 14 + QAT8)", load_recipe("tiny-int8"), "x86-avx2"),
+                    "wide-int4": ("wide-int4 (distil 60 + QAT4, 32x)", load_recipe("wide-int4"), "int4")}
+        plans = [standard[name] for name in (args.plans or [name for name in standard if name != "wide-int4"])]
         if args.techniques:
             d24 = {"kind": "distill", "dim": 24}
             plans += [
