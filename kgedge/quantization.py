@@ -25,10 +25,20 @@ def qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
+def _scales(peaks: np.ndarray, bits: int) -> np.ndarray:
+    """``peak / qmax`` per peak (1 for a zero peak), float32: the one scale rule."""
+    return np.where(peaks > 0, peaks / np.float32(qmax(bits)), np.float32(1.0)).astype(np.float32)
+
+
+def _codes(table: np.ndarray, row_scale: np.ndarray, bits: int) -> np.ndarray:
+    """``table`` (float32) in int8 codes at one scale per row: the one rounding rule."""
+    limit = qmax(bits)
+    return np.clip(np.round(table / row_scale[:, None]), -limit, limit).astype(np.int8)
+
+
 def row_scales(table: np.ndarray, bits: int) -> np.ndarray:
     """Per-row scales, shape ``(rows,)`` float32."""
-    peak = np.abs(np.asarray(table, dtype=np.float32)).max(axis=1)
-    return np.where(peak > 0, peak / np.float32(qmax(bits)), np.float32(1.0)).astype(np.float32)
+    return _scales(np.abs(np.asarray(table, dtype=np.float32)).max(axis=1), bits)
 
 
 def quantize_rows(table: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,9 +49,7 @@ def quantize_rows(table: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]
     """
     table = np.asarray(table, dtype=np.float32)
     scales = row_scales(table, bits)
-    limit = qmax(bits)
-    codes = np.clip(np.round(table / scales[:, None]), -limit, limit).astype(np.int8)
-    return codes, scales
+    return _codes(table, scales, bits), scales
 
 
 def quantize_row_blocks(table: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +65,9 @@ def quantize_row_blocks(table: np.ndarray, bits: int, block: int) -> tuple[np.nd
     table = np.asarray(table, dtype=np.float32)
     if len(table) % block:
         raise ValueError(f"{len(table)} rows do not split into blocks of {block}")
-    limit = qmax(bits)
     peaks = np.abs(table).max(axis=1).reshape(-1, block).max(axis=1)  # all-zero rows do not widen a block
-    scales = np.where(peaks > 0, peaks / np.float32(limit), np.float32(1.0)).astype(np.float32)
-    codes = np.clip(np.round(table / np.repeat(scales, block)[:, None]), -limit, limit).astype(np.int8)
-    return codes, scales
+    scales = _scales(peaks, bits)
+    return _codes(table, np.repeat(scales, block), bits), scales
 
 
 def dequantize_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
