@@ -274,17 +274,17 @@ def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, 
     for profile_name in int8_profiles():
         profile = resolve_profile(profile_name)
         reference = models[f"random/{profile_name}"].topk(heads[:64], relations[:64], K)[0]
-        graphs = (
-            ("graph: exported, onnxruntime level basic", build_graph(spec, profile), "basic"),
-            ("graph: per-row scales (as before block scales)", per_row_graph(spec, profile), "all"),
+        graphs = (  # (label, graph, onnxruntime level, bytes a query of that graph reads)
+            ("graph: exported, onnxruntime level basic", build_graph(spec, profile), "basic", scored_bytes(spec, profile)),
+            ("graph: per-row scales (as before block scales)", per_row_graph(spec, profile), "all",
+             stored_bytes(*spec.entity_table.shape, 8)),
         )
         feeds = [limits.bundle_feeds(int(h), int(r), K, spec.num_types) for h, r in zip(heads, relations)]
-        for label, model, level in graphs:
+        for label, model, level, read in graphs:
             s = limits.session(model.SerializeToString(), level=level)
             got = np.concatenate([s.run(["ids"], feeds[i])[0] for i in range(64)])
             result.checks[f"{label} ({profile_name}): top-{K} ids shared with the bundle's"] = float(np.mean(
                 [len(set(a) & set(b)) / K for a, b in zip(got, reference)]))
-            read = scored_bytes(spec, profile) if "basic" in label else stored_bytes(*spec.entity_table.shape, 8)
             out.append(Variant(f"{label} ({profile_name}, session.run)", "prototype",
                                lambda i, s=s: s.run(["ids"], feeds[i]), "random", "int8", read))
     return out

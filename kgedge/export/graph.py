@@ -38,6 +38,7 @@ Top-k happens inside the graph, so the device never handles a full score row. La
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -196,24 +197,23 @@ def _unpacked_int4(g: GraphBuilder, codes_t: np.ndarray) -> str:
 
 def _gather_rows(  # noqa: ANN202
     g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str, relation: str,
-    positions: tuple[np.ndarray, str, str] | None = None, block: int | None = None,
+    order: StoredOrder | None = None, block: int | None = None,
 ):
     """Returns (head rows [B, W] float, relation rows [B, Wr] float, table node info).
 
-    ``positions``: ``(order, inverse, stored order)`` of a block-scaled table (the order, the graph
-    value mapping ids to stored positions, the order's initializer); the table is then stored in
-    that order with one scale per ``block`` rows.
+    ``order``: a block-scaled table's row order; the table is then stored in that order with one
+    scale per ``block`` rows.
     """
     if not profile.quantized:
         table_t = g.const(np.ascontiguousarray(spec.entity_table.T.astype(np.float32)), "entity_table_t")
         relations = g.const(spec.relation_table.astype(np.float32), "relation_table")
         h = g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0])
         return h, g.op("Gather", relations, relation, axis=0), (table_t, None)
-    if positions is None:
+    if order is None:
         codes, scales = quantize_rows(spec.entity_table, profile.table_bits)
     else:
-        codes, scales = quantize_row_blocks(spec.entity_table[positions[0]], profile.table_bits, block)
-        head = g.op("Gather", positions[1], head, axis=0)  # ids -> stored positions
+        codes, scales = quantize_row_blocks(spec.entity_table[order.ids], profile.table_bits, block)
+        head = g.op("Gather", order.inverse, head, axis=0)  # ids -> stored positions
     r_codes, r_scales = quantize_rows(spec.relation_table, profile.table_bits)
     if profile.table_bits == 4:
         table_t = _unpacked_int4(g, codes.T)
@@ -222,11 +222,11 @@ def _gather_rows(  # noqa: ANN202
         table_t = g.const(np.ascontiguousarray(stored), "entity_codes_t")
     else:
         table_t = g.const(np.ascontiguousarray(codes.T), "entity_codes_t")
-    e_scale = g.const(scales, "entity_scales" if positions is None else "entity_block_scales")
+    e_scale = g.const(scales, "entity_scales" if order is None else "entity_block_scales")
     h_codes = g.op("Cast", g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0]), to=FLOAT)
     if profile.weight_type == "uint8":
         h_codes = g.op("Sub", h_codes, g.const(np.float32(TABLE_ZERO_POINT)))
-    scale_index = head if positions is None else g.op("Div", head, g.const(np.int32(block)))
+    scale_index = head if order is None else g.op("Div", head, g.const(np.int32(block)))
     h = g.op("Mul", h_codes, g.unsqueeze(g.op("Gather", e_scale, scale_index, axis=0), 1))
     r_codes_c = g.const(r_codes, "relation_codes")
     r_scale = g.const(r_scales, "relation_scales")
@@ -312,15 +312,29 @@ def _padded(spec: GraphSpec, block: int) -> GraphSpec:
     return replace(spec, entity_table=table, entity_types=types)
 
 
-def _inverse(g: GraphBuilder, stored: str, rows: int) -> str:
-    """``[rows]`` int32 value: entity id -> stored position, the inverse of ``order``.
+class StoredOrder(NamedTuple):
+    """The row order of a block-scaled table.
 
-    Built from the stored order by nodes whose inputs are all constants, which onnxruntime folds
-    into one constant when the session is created: the file carries one int32 per row, the position
-    the per-row scale used to take, and no query pays for the inversion.
+    Attributes:
+        ids: stored position -> entity id (:func:`scale_order`).
+        stored: graph value of ``ids`` (int32 initializer): maps the top-k positions back to ids.
+        inverse: graph value, entity id -> stored position.
     """
-    positions = g.op("Range", g.const(np.int32(0)), g.const(np.int32(rows)), g.const(np.int32(1)))
-    return g.op("ScatterElements", g.op("Mul", stored, g.const(np.int32(0))), stored, positions, axis=0)
+
+    ids: np.ndarray
+    stored: str
+    inverse: str
+
+
+def _stored_order(g: GraphBuilder, spec: GraphSpec, num_entities: int) -> StoredOrder:
+    """The order's initializer and its inverse, built by nodes whose inputs are all constants, which
+    onnxruntime folds into one constant when the session is created: the file carries one int32 per
+    row, the bytes the per-row scale used to take, and no query pays for the inversion."""
+    ids = scale_order(spec, num_entities)
+    stored = g.const(ids.astype(np.int32), "entity_order")
+    positions = g.op("Range", g.const(np.int32(0)), g.const(np.int32(len(ids))), g.const(np.int32(1)))
+    inverse = g.op("ScatterElements", g.op("Mul", stored, g.const(np.int32(0))), stored, positions, axis=0)
+    return StoredOrder(ids, stored, inverse)
 
 
 def _top_k(
@@ -400,12 +414,9 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     if block is not None:
         spec = _padded(spec, block)
     g = GraphBuilder()
-    positions = None
-    if integer:  # rows stored in scale order: ids map to positions through the inverse permutation
-        order = scale_order(spec, num_entities)
-        stored_order = g.const(order.astype(np.int32), "entity_order")
-        positions = (order, _inverse(g, stored_order, len(order)), stored_order)
-    h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation", positions, block)
+    # block-scaled rows are stored in scale order: ids map to positions through the inverse permutation
+    order = _stored_order(g, spec, num_entities) if integer else None
+    h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation", order, block)
     basis = None
     if spec.entity_basis is not None:  # factored: rows of U are coordinates in the basis V
         basis = g.const(np.ascontiguousarray(spec.entity_basis.astype(np.float32)), "entity_basis")
@@ -435,8 +446,8 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
                   else_branch=masked.subgraph(restricted, score_type, "type_mask"))
     valid = g.op("GreaterOrEqual", "exclude", g.const(np.int64(0)))
     index = g.op("Where", valid, "exclude", g.const(np.int64(0)))
-    if positions is not None:
-        index = g.op("Cast", g.op("Gather", positions[1], index, axis=0), to=INT64)
+    if order is not None:
+        index = g.op("Cast", g.op("Gather", order.inverse, index, axis=0), to=INT64)
     no_change = g.const(np.int32(np.iinfo(np.int32).max) if integer else np.float32(np.inf))
     update = g.op("Where", valid, g.op("Expand", masked_value, g.op("Shape", "exclude")), no_change)
     padding = len(spec.entity_types) - num_entities
@@ -448,8 +459,8 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
         update = g.op("Concat", update, g.op("Expand", masked_value, shape), axis=1)
     scores = g.op("ScatterElements", scores, index, update, axis=1, reduction="min")
     values, ids = _top_k(g, scores, "k", block, len(spec.entity_types), e_scale if integer else None)
-    if positions is not None:  # stored positions -> entity ids (padding positions are their own ids)
-        ids = g.op("Cast", g.op("Gather", positions[2], ids, axis=0), to=INT64)
+    if order is not None:  # stored positions -> entity ids (padding positions are their own ids)
+        ids = g.op("Cast", g.op("Gather", order.stored, ids, axis=0), to=INT64)
     if padding:  # a padding row only comes back with -inf (k beyond the candidates): keep ids in range
         ids = g.op("Min", ids, g.const(np.int64(num_entities - 1)))
     if q_scale is not None:
