@@ -280,6 +280,25 @@ def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: py
     assert Counter(node.op_type for node in optimized.graph.node)["ScatterElements"] == 1  # only the exclusions run
 
 
+@pytest.mark.parametrize("profile", ["x86-avx2", "int4"])
+def test_the_relation_table_is_dequantized_once_when_the_session_is_created(profile: str, tmp_path: Path) -> None:
+    """A query gathers one float row of the relation table: the int8 codes times their scales are folded
+    into a constant at session creation, so no Cast of the codes is left to run per query."""
+    import onnxruntime as ort
+
+    model = build_graph(graph_spec(_checkpoint("distmult", _tiny_kg())), resolve_profile(profile))
+    codes = {node.output[0] for node in model.graph.node if node.op_type == "Cast" and "relation_codes" in node.input}
+    assert len(codes) == 1  # the table is cast as a whole, not a gathered row
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert not any("relation_codes" in node.input or "relation_scales" in node.input for node in optimized.graph.node)
+    gathered = [node for node in optimized.graph.node if node.op_type == "Gather" and "relation" in node.input]
+    folded = {init.name: init for init in optimized.graph.initializer}
+    assert len(gathered) == 1 and folded[gathered[0].input[0]].data_type == onnx.TensorProto.FLOAT
+
+
 def test_blocked_topk_never_returns_padding_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     kg = _tiny_kg(num_entities=60)
     blocked = _blocked(monkeypatch, graph_spec(_checkpoint("distmult", kg)), resolve_profile("portable"))
