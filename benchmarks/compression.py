@@ -7,6 +7,7 @@ exported bundle, against a ComplEx-256 fp32 teacher and against the same student
     python benchmarks/compression.py --data nations --seeds 5      # mean and range over seeds
     python benchmarks/compression.py --data umls nations --seeds 3 --plans tiny-int4 tiny-int8   # the two 64x recipes
     python benchmarks/compression.py --data umls nations --plans default wide-int4   # the two 32x recipes side by side
+    python benchmarks/compression.py --data umls nations demo --plans auto   # the CLI's default: the better of the two
 
 Nations has 201 test triples, so one seed's MRR moves by about a point: ``--seeds`` repeats every
 student with seeds 0..S-1 (the teacher stays the same) and reports the mean and the range.
@@ -71,11 +72,14 @@ def measure(label: str, teacher, kg, rec: Recipe, profile: str, teacher_mrr: flo
             budget: float, seeds: int = 1) -> dict[str, object]:
     """One row: the student of ``rec`` measured on its exported bundle; with ``seeds`` > 1, the mean
     over seeds 0..seeds-1 (``pct_range``: the lowest and highest seed)."""
-    torch_mrrs, exported, seconds = [], [], []
+    torch_mrrs, exported, seconds, kept = [], [], [], []
     for seed in range(seeds):
         started = time.perf_counter()
         result = run_recipe(teacher.model, kg, rec, seed=seed, max_time_s=budget)
         seconds.append(time.perf_counter() - started)
+        if rec.candidates:  # a choice (auto): the kept student is exported at its own bits, as `kgedge export` does
+            profile = "int4" if result.export_bits == 4 else "x86-avx2"
+            kept.append(f"{result.recipe} (valid " + " vs ".join(f"{c.valid_mrr:.4f}" for c in result.candidates) + ")")
         mrr, size = exported_mrr(result.model, kg, profile)
         torch_mrrs.append(result.steps[-1].mrr)
         exported.append(mrr)
@@ -88,6 +92,8 @@ def measure(label: str, teacher, kg, rec: Recipe, profile: str, teacher_mrr: flo
            "compress_s": round(sum(seconds) / seeds, 1)}
     if seeds > 1:
         row.update(seeds=seeds, pct_range=f"{min(pct):.1f}-{max(pct):.1f}")
+    if kept:
+        row["kept"] = "; ".join(kept)
     print(row, flush=True)
     return row
 
@@ -99,7 +105,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per training stage at most")
     parser.add_argument("--techniques", action="store_true", help="every technique alone and combined")
     parser.add_argument("--seeds", type=int, default=1, help="repeat every student with this many seeds; mean and range")
-    parser.add_argument("--plans", nargs="+", choices=("default", "direct", "tiny-int4", "tiny-int8", "wide-int4"),
+    parser.add_argument("--plans", nargs="+",
+                        choices=("auto", "default", "direct", "tiny-int4", "tiny-int8", "wide-int4"),
                         help="only these of the standard plans (all by default); the results file is named after them")
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
@@ -117,8 +124,11 @@ def main() -> None:
                     "direct": ("same student trained directly (no teacher)", direct, "x86-avx2"),
                     "tiny-int4": ("tiny-int4 (distil 28 + QAT4)", load_recipe("tiny-int4"), "int4"),
                     "tiny-int8": ("tiny-int8 (distil 14 + QAT8)", load_recipe("tiny-int8"), "x86-avx2"),
-                    "wide-int4": ("wide-int4 (distil 60 + QAT4, 32x)", load_recipe("wide-int4"), "int4")}
-        plans = [standard[name] for name in (args.plans or [name for name in standard if name != "wide-int4"])]
+                    "wide-int4": ("wide-int4 (distil 60 + QAT4, 32x)", load_recipe("wide-int4"), "int4"),
+                    # the CLI's default: both 32x recipes, the better by validation MRR kept (profile: its bits)
+                    "auto": ("auto (default or wide-int4, by validation MRR)", load_recipe("auto"), "x86-avx2")}
+        every = [name for name in standard if name not in ("wide-int4", "auto")]
+        plans = [standard[name] for name in (args.plans or every)]
         if args.techniques:
             d24 = {"kind": "distill", "dim": 24}
             plans += [

@@ -189,7 +189,10 @@ def test_demo_runs_the_whole_product_and_its_report_holds_together(permutation_k
     steps = report["compress"]["steps"]
     assert [s["step"].split(":")[1] for s in steps] == ["distill", "qat"]
     assert report["export"]["sizes"]["table_bytes"] == steps[-1]["bytes"]  # what compress reports is what ships
-    assert report["export"]["validation"]["mrr_export"] > 0.5  # the learnable permutation survives int8
+    assert report["export"]["validation"]["mrr_export"] > 0.5  # the learnable permutation survives quantization
+    chosen = [c for c in report["compress"]["candidates"] if c["chosen"]]
+    assert [c["recipe"] for c in chosen] == [report["compress"]["recipe"]]  # auto: the kept candidate
+    assert (report["export"]["profile"] == "int4") == (chosen[0]["bits"] == 4)
     from kgedge.runtime import EdgeModel
 
     bundle = EdgeModel.load(out / "bundle")
@@ -270,3 +273,29 @@ def test_compress_json_keeps_stdout_one_object_and_reports_steps_on_stderr(permu
     lines = [line for line in run.stderr.splitlines() if line.startswith(("1:distill", "2:qat"))]
     assert [line.split(":")[1].split()[0] for line in lines] == ["distill", "qat"]
     assert f"{summary['steps'][0]['bytes']:,} bytes" in lines[0]
+
+
+def test_export_follows_a_4_bit_students_bits_unless_a_profile_is_named(permutation_kg_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """A student fine-tuned for 4-bit tables exports to the int4 profile by default, so the bytes that
+    `compress` reported are the bytes that ship; a named profile still wins, with a note."""
+    teacher, student = tmp_path / "t.ckpt", tmp_path / "s.ckpt"
+    assert _invoke("train", "--data", permutation_kg_dir, "--model", "complex", "--dim", 8, "--epochs", 5,
+                   "--out", teacher).exit_code == 0
+    recipe = tmp_path / "r4.toml"
+    recipe.write_text('name = "r4"\nexport_bits = 4\n[[steps]]\nkind = "distill"\ndim = 4\nepochs = 3\n'
+                      '[[steps]]\nkind = "qat"\nbits = 4\nepochs = 2\n')
+    compressed = _invoke("compress", "--teacher", teacher, "--data", permutation_kg_dir, "--recipe", recipe,
+                         "--out", student, "--json")
+    assert compressed.exit_code == 0, compressed.output
+    reported = json.loads(compressed.stdout)
+    assert (reported["recipe"], reported["qat_bits"], reported["export_bits"]) == ("r4", 4, 4)
+    exported = _invoke("export", student, "--data", permutation_kg_dir, "--out", tmp_path / "b4", "--json")
+    assert exported.exit_code == 0, exported.output
+    summary = json.loads(exported.stdout)
+    assert summary["profile"] == "int4" and summary["table_bytes"] == reported["steps"][-1]["bytes"]
+    named = _invoke("export", student, "--profile", "x86-avx2", "--data", permutation_kg_dir, "--out", tmp_path / "b8",
+                    "--json")
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.stdout)["profile"] == "x86-avx2"
+    assert "fine-tuned for 4-bit tables; profile x86-avx2 stores 8-bit ones" in named.stderr

@@ -417,3 +417,48 @@ def test_the_wide_recipe_stores_32_times_fewer_bytes_than_a_256_dim_teacher() ->
     teacher = build(ModelConfig("complex", 5000, 40, dim=256))
     student = build(ModelConfig("complex", 5000, 40, dim=dim))
     assert table_bytes(teacher, None) / table_bytes(student, recipe.export_bits) == pytest.approx(32.0)
+
+
+def test_a_choice_keeps_the_candidate_with_the_best_validation_mrr(kg: KnowledgeGraph, teacher: KGModel,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weaker candidate runs first (a choice that kept the first, or the last, would fail); the
+    kept student is the better one's, with its steps, bits and export bits, and both are reported."""
+    weak = Recipe.from_dict({"name": "weak", "export_bits": 8, "steps": [
+        {"kind": "distill", "dim": 2, "epochs": 2, "init": "random", "alpha": 0.0}]})
+    strong = Recipe.from_dict({"name": "strong", "export_bits": 4, "steps": [
+        {"kind": "distill", "dim": 8, "epochs": 40}, {"kind": "qat", "bits": 4, "epochs": 5}]})
+    monkeypatch.setattr("kgedge.compress.pipeline.candidate_recipes", lambda recipe: [weak, strong])
+    seen: list[str] = []
+    choice = Recipe(name="choice", steps=(), candidates=("weak", "strong"))
+    result = run_recipe(teacher, kg, choice, seed=0, on_step=lambda s: seen.append(f"{s.recipe} {s.step}"))
+    assert seen == ["weak 1:distill", "strong 1:distill", "strong 2:qat"]
+    assert [c.recipe for c in result.candidates] == ["weak", "strong"]
+    assert [c.chosen for c in result.candidates] == [False, True]
+    weak_c, strong_c = result.candidates
+    assert strong_c.valid_mrr > weak_c.valid_mrr + 0.2
+    assert strong_c.valid_mrr == pytest.approx(evaluate_link_prediction(model_scorer(result.model), kg, "valid")["mrr"])
+    assert (result.recipe, result.bits, result.export_bits) == ("strong", 4, 4)
+    assert [s.step for s in result.steps] == ["1:distill", "2:qat"] and result.model.config.dim == 8
+    assert strong_c.bytes == table_bytes(result.model, 4) and weak_c.bits is None
+
+
+def test_the_auto_recipe_chooses_between_the_default_and_the_wide_one() -> None:
+    from kgedge.compress.recipe import candidate_recipes
+
+    auto = load_recipe("auto")
+    assert auto.steps == () and [r.name for r in candidate_recipes(auto)] == ["default", "wide-int4"]
+
+
+def test_a_choice_must_name_shipped_recipes_of_steps(tmp_path) -> None:  # noqa: ANN001
+    from kgedge.compress.recipe import candidate_recipes
+
+    with pytest.raises(RecipeError, match="candidate 'nope' is not a shipped recipe"):
+        Recipe.from_dict({"candidates": ["default", "nope"]}, source="x.toml")
+    with pytest.raises(RecipeError, match="at least two recipe names"):
+        Recipe.from_dict({"candidates": ["default"]}, source="x.toml")
+    with pytest.raises(RecipeError, match="either candidates or"):
+        Recipe.from_dict({"candidates": ["default", "wide-int4"], "steps": [{"kind": "qat"}]}, source="x.toml")
+    nested = tmp_path / "nested.toml"
+    nested.write_text('candidates = ["default", "auto"]\n', encoding="utf-8")
+    with pytest.raises(RecipeError, match="candidate 'auto' lists candidates itself"):
+        candidate_recipes(load_recipe(nested))

@@ -35,30 +35,41 @@ def _run(teacher: Path, data: str, recipe, out: Path, seed: int, max_time: float
         task = bar.add_task(f"compress ({recipe.name})", total=None, info="")
 
         def show(report) -> None:  # noqa: ANN001
-            bar.console.print(f"{report.step}: {report.model}-{report.dim} {report.bytes:,} bytes "
+            within = f"{report.recipe} " if recipe.candidates else ""
+            bar.console.print(f"{within}{report.step}: {report.model}-{report.dim} {report.bytes:,} bytes "
                               f"({report.compression:.1f}x smaller), MRR {report.mrr:.4f} "
                               f"({100 * report.teacher_share:.1f}% of teacher), Hits@10 {report.hits_at_10:.4f}, "
                               f"{report.seconds:.1f} s" + (f" [{report.note}]" if report.note else ""))
 
         result = run_recipe(loaded.model, kg, recipe, seed=seed, max_time_s=max_time, on_step=show,
                             on_train_step=training_progress(bar, task))
-    metadata = {"data": kg.name, "teacher": str(teacher), "recipe": recipe.name, "qat_bits": result.bits,
-                "teacher_test": result.teacher, "steps": [asdict(s) for s in result.steps]}
+    candidates = [asdict(c) for c in result.candidates]
+    metadata = {"data": kg.name, "teacher": str(teacher), "recipe": result.recipe, "requested_recipe": recipe.name,
+                "qat_bits": result.bits, "export_bits": result.export_bits, "teacher_test": result.teacher,
+                "steps": [asdict(s) for s in result.steps], "candidates": candidates}
     save_checkpoint(out, result.model, Vocabulary(**asdict(loaded.vocab)), metadata)
-    rows = [{k: v for k, v in asdict(s).items() if k != "note"} for s in result.steps]
-    summary = {"checkpoint": str(out), "recipe": recipe.name, "teacher_mrr": result.teacher["mrr"],
-               "qat_bits": result.bits, "steps": rows}
+    rows = [{k: v for k, v in asdict(s).items() if k not in ("note", "recipe")} for s in result.steps]
+    # "recipe": the recipe whose steps made the student (the chosen candidate of a choice such as auto)
+    summary = {"checkpoint": str(out), "recipe": result.recipe, "requested_recipe": recipe.name,
+               "teacher_mrr": result.teacher["mrr"], "qat_bits": result.bits, "export_bits": result.export_bits,
+               "steps": rows, "candidates": candidates}
     if json_out:
         print_json(summary)
-    else:
-        print_table(rows, title=f"{recipe.name}: teacher MRR {result.teacher['mrr']:.4f}")
+        return
+    if candidates:
+        print_table(candidates, title=f"{recipe.name}: candidates, the best by validation MRR kept")
+    print_table(rows, title=f"{result.recipe}: teacher MRR {result.teacher['mrr']:.4f}")
+    if result.export_bits == 4:
+        typer.echo(f"a 4-bit student: `kgedge export {out}` uses the int4 profile", err=True)
 
 
 def compress(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint."),
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Student checkpoint to write."),
-    recipe: str = typer.Option("default", "--recipe", help=f"Shipped recipe name ({', '.join(SHIPPED_RECIPES)}) or a .toml file."),
+    recipe: str = typer.Option("auto", "--recipe", help=f"Shipped recipe name ({', '.join(SHIPPED_RECIPES)}) "
+                               "or a .toml file. auto runs default (int8) and wide-int4 (4-bit) and keeps the student with the "
+                               "better validation MRR."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     max_time: float = typer.Option(0.0, "--max-time", help="Training budget per step in seconds (0 = early stopping only)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with every step's figures."),

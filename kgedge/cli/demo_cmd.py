@@ -1,8 +1,8 @@
 """``kgedge demo``: the whole product on the demo shop KG, end to end, in one command.
 
-generate -> train a teacher -> compress (distil + int8 QAT) -> export an int8 bundle -> query it
-through the torch-free runtime -> benchmark it. Every stage is the same library call the
-individual commands make.
+generate -> train a teacher -> compress (the auto recipe: an int8 and a 4-bit student, the better one
+kept) -> export a bundle at the student's bits -> query it through the torch-free runtime -> benchmark
+it. Every stage is the same library call the individual commands make.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def demo(
     data: str = typer.Option("demo", "--data", help="Data set (default: the demo shop KG, generated on first use)."),
     dim: int = typer.Option(128, "--dim", help="Teacher dimension."),
     budget: float = typer.Option(120.0, "--budget", help="Seconds of training per stage at most."),
-    profile: str | None = typer.Option(None, "--profile", help="Export profile (default: the best this CPU runs)."),
+    profile: str | None = typer.Option(None, "--profile", help="Export profile (default: int4 for a 4-bit student, "
+                                       "else the best int8 profile this CPU runs)."),
+    recipe: str = typer.Option("auto", "--recipe", help="Compression recipe (kgedge compress --help lists them)."),
 ) -> None:
     """Run train -> compress -> export -> query -> bench on the demo KG and write OUT/report.json."""
     require_torch("demo")
@@ -47,7 +49,7 @@ def demo(
     from kgedge.export import export_bundle
     from kgedge.models import ModelConfig
     from kgedge.runtime import EdgeModel
-    from kgedge.train.checkpoint import Checkpoint, Vocabulary, load_checkpoint, save_checkpoint
+    from kgedge.train.checkpoint import Vocabulary, load_checkpoint, save_checkpoint
     from kgedge.train.config import default_train_config
     from kgedge.train.scorer import model_scorer
     from kgedge.train.trainer import train_model
@@ -74,16 +76,24 @@ def demo(
                    + (f"; Recall@10 for bought {teacher_rec['recall_at_10']:.3f} vs popularity "
                       f"{popularity['recall_at_10']:.3f}" if teacher_rec else ""))
 
-        _stage("compress: default recipe (distil to dim 24, int8 QAT)")
-        compressed = run_recipe(teacher, kg, load_recipe("default"), max_time_s=budget,
+        chosen_recipe = load_recipe(recipe)
+        _stage(f"compress: recipe {chosen_recipe.name} ({chosen_recipe.description})")
+        compressed = run_recipe(teacher, kg, chosen_recipe, max_time_s=budget,
                                 on_step=lambda s: typer.echo(
-                                    f"{s.step}: {s.bytes:,} bytes ({s.compression:.1f}x smaller), MRR {s.mrr:.4f} "
-                                    f"= {100 * s.teacher_share:.1f}% of the teacher's {compressed_teacher(s):.4f}"))
+                                    f"{s.recipe} {s.step}: {s.bytes:,} bytes ({s.compression:.1f}x smaller), MRR "
+                                    f"{s.mrr:.4f} = {100 * s.teacher_share:.1f}% of the teacher's "
+                                    f"{compressed_teacher(s):.4f}"))
+        for c in compressed.candidates:
+            typer.echo(f"candidate {c.recipe}: validation MRR {c.valid_mrr:.4f}" + (" <- kept" if c.chosen else ""))
         vocab = Vocabulary.of(kg)
-        save_checkpoint(out / "student.ckpt", compressed.model, vocab, {"data": kg.name, "qat_bits": compressed.bits})
-        report["compress"] = {"teacher_test": compressed.teacher, "steps": [asdict(s) for s in compressed.steps]}
+        save_checkpoint(out / "student.ckpt", compressed.model, vocab,
+                        {"data": kg.name, "recipe": compressed.recipe, "qat_bits": compressed.bits,
+                         "export_bits": compressed.export_bits})
+        report["compress"] = {"recipe": compressed.recipe, "teacher_test": compressed.teacher,
+                              "steps": [asdict(s) for s in compressed.steps],
+                              "candidates": [asdict(c) for c in compressed.candidates]}
 
-        chosen = profile or _best_profile()
+        chosen = profile or ("int4" if compressed.export_bits == 4 else _best_profile())
         _stage(f"export: profile {chosen}")
         result = export_bundle(load_checkpoint(out / "student.ckpt"), chosen, out / "bundle", kg=kg, overwrite=True)
         report["export"] = {"profile": chosen, "sizes": result.manifest["sizes"], "validation": result.manifest["validation"]}

@@ -12,7 +12,8 @@ from kgedge.cli.model_cmds import DATA_HELP
 
 def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by kgedge train / distill / compress."),
-    profile: str = typer.Option("x86-avx2", "--profile", help="Profile name (kgedge profiles) or a .toml file."),
+    profile: str | None = typer.Option(None, "--profile", help="Profile name (kgedge profiles) or a .toml file. "
+                                       "Default: int4 for a 4-bit student of kgedge compress, else x86-avx2."),
     out: Path = typer.Option(..., "--out", help="Bundle directory to write (atomically)."),
     data: str | None = typer.Option(None, "--data", help=DATA_HELP + " Gives the seen-items index and the MRR check."),
     archive: bool = typer.Option(False, "--archive", help="Also write OUT.tar.gz, a single file for the device."),
@@ -23,11 +24,16 @@ def export(
     require_torch("export")
     from kgedge.data.sources import load_data
     from kgedge.export import ExportValidationError, export_bundle, resolve_profile
+    from kgedge.export.profile import profile_for_checkpoint
     from kgedge.train.checkpoint import load_checkpoint
 
     with user_errors():
-        chosen = resolve_profile(profile)
         loaded = load_checkpoint(checkpoint)
+        chosen = resolve_profile(profile or profile_for_checkpoint(loaded.metadata))
+        qat_bits = loaded.metadata.get("qat_bits")
+        if qat_bits and chosen.quantized and chosen.table_bits != qat_bits:
+            typer.echo(f"note: {checkpoint} was fine-tuned for {qat_bits}-bit tables; profile {chosen.name} stores "
+                       f"{chosen.table_bits}-bit ones", err=True)
         kg = load_data(data) if data else None
         try:
             result = export_bundle(loaded, chosen, out, kg=kg, overwrite=overwrite, archive=archive)

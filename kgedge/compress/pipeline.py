@@ -1,5 +1,8 @@
 """Run a compression recipe: each step fine-tunes the student (distilling from the teacher) and is
 measured: parameters, bytes as exported, filtered test MRR, Hits@10, share of the teacher's MRR.
+
+A recipe of candidates runs each candidate recipe and keeps the student with the best filtered
+validation MRR (the test split only reports; it never chooses).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from kgedge.compress.init import init_student_from_embedding, init_student_from_
 from kgedge.compress.lowrank import factorize_entities, is_factored
 from kgedge.compress.prune import finish_pruning, magnitude_prune, prune_dimensions
 from kgedge.compress.qat import enable_qat, finish_qat
-from kgedge.compress.recipe import DENSE_ONLY, EMBEDDING_INITS, Recipe, Step
+from kgedge.compress.recipe import DENSE_ONLY, EMBEDDING_INITS, Recipe, Step, candidate_recipes
 from kgedge.compress.size import table_bytes
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
@@ -45,6 +48,20 @@ class StepReport:
     teacher_share: float
     seconds: float
     note: str = ""
+    recipe: str = ""  # the recipe the step belongs to
+
+
+@dataclass
+class Candidate:
+    """One candidate recipe of a choice, as measured: what chose it (validation) and what it reached (test)."""
+
+    recipe: str
+    valid_mrr: float
+    mrr: float
+    bytes: int
+    compression: float
+    bits: int | None
+    chosen: bool = False
 
 
 @dataclass
@@ -53,6 +70,9 @@ class CompressResult:
     teacher: dict[str, float]
     steps: list[StepReport] = field(default_factory=list)
     bits: int | None = None  # table bits the student was fine-tuned for (QAT)
+    recipe: str = ""  # the recipe whose steps made ``model`` (a choice's chosen candidate)
+    export_bits: int = 8  # table bits the student is meant to be exported at
+    candidates: list[Candidate] = field(default_factory=list)  # a choice's candidates, chosen one marked
 
 
 def student_family(teacher: KGModel, requested: str) -> str:
@@ -95,10 +115,12 @@ def run_recipe(
     ``on_step`` gets each recipe step's report; ``on_train_step`` every training batch of the
     fine-tuning inside the steps (the trainer's progress callback).
     """
+    if recipe.candidates:
+        return _run_choice(teacher, kg, recipe, seed, max_time_s, on_step, on_train_step)
     teacher = teacher.eval()
     teacher_metrics = _test_metrics(teacher, kg)
     teacher_bytes = table_bytes(teacher, None)
-    result = CompressResult(model=teacher, teacher=teacher_metrics)
+    result = CompressResult(model=teacher, teacher=teacher_metrics, recipe=recipe.name, export_bits=recipe.export_bits)
     student: KGModel | None = None
     distill = DistillConfig()
 
@@ -159,7 +181,7 @@ def run_recipe(
             parameters=sum(p.numel() for p in student.parameters()), bytes=size,
             compression=teacher_bytes / size, mrr=metrics["mrr"], hits_at_10=metrics["hits_at_10"],
             teacher_share=metrics["mrr"] / max(teacher_metrics["mrr"], 1e-12),
-            seconds=time.perf_counter() - started, note=note,
+            seconds=time.perf_counter() - started, note=note, recipe=recipe.name,
         )
         log.info("%s", report)
         result.steps.append(report)
@@ -168,3 +190,23 @@ def run_recipe(
     assert student is not None
     result.model = student.eval()
     return result
+
+
+def _run_choice(
+    teacher: KGModel, kg: KnowledgeGraph, recipe: Recipe, seed: int, max_time_s: float,
+    on_step: Callable[[StepReport], None] | None, on_train_step: StepCallback | None,
+) -> CompressResult:
+    """Run every candidate recipe; keep the student with the best filtered validation MRR (ties: the first)."""
+    results, candidates = [], []
+    for candidate in candidate_recipes(recipe):
+        result = run_recipe(teacher, kg, candidate, seed, max_time_s, on_step, on_train_step)
+        valid = evaluate_link_prediction(model_scorer(result.model), kg, "valid")["mrr"]
+        last = result.steps[-1]
+        log.info("candidate %s: validation MRR %.4f", candidate.name, valid)
+        results.append(result)
+        candidates.append(Candidate(candidate.name, valid, last.mrr, last.bytes, last.compression, result.bits))
+    best = max(range(len(results)), key=lambda i: candidates[i].valid_mrr)
+    candidates[best].chosen = True
+    chosen = results[best]
+    chosen.candidates = candidates
+    return chosen

@@ -2,6 +2,10 @@
 
 A recipe is data: ``[[steps]]`` tables with a ``kind`` and that kind's settings. Unknown kinds or
 settings are refused with the step number, the name and what is allowed.
+
+A recipe may instead list ``candidates``: shipped recipes that are all run, the student with the best
+filtered *validation* MRR being kept (``auto``, the CLI's default, tries a narrow int8 student and a
+wide 4-bit one at the same bytes: which one learns a KG better depends on the KG).
 """
 
 from __future__ import annotations
@@ -75,13 +79,32 @@ class Recipe:
     description: str = ""
     export_bits: int = 8  # bytes are reported as the exporter will store the tables
     source: str = field(default="<dict>", compare=False)
+    candidates: tuple[str, ...] = ()  # shipped recipes to run instead of steps, the best kept
+
+    @classmethod
+    def _choice(cls, raw: dict[str, object], source: str) -> Recipe:
+        """A recipe of ``candidates``: names of shipped step recipes, at least two, no steps."""
+        names = raw["candidates"]
+        if "steps" in raw or "export_bits" in raw:
+            raise RecipeError(f"{source}: a recipe lists either candidates or [[steps]] (with export_bits), not both")
+        shipped = available_recipes()
+        if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+            raise RecipeError(f"{source}: candidates={names!r} must be a list of at least two recipe names")
+        for name in names:
+            if name not in shipped:
+                raise RecipeError(f"{source}: candidate {name!r} is not a shipped recipe; "
+                                  f"shipped: {', '.join(shipped)}")
+        return cls(name=str(raw.get("name", Path(source).stem)), steps=(), description=str(raw.get("description", "")),
+                   source=source, candidates=tuple(names))
 
     @classmethod
     def from_dict(cls, raw: dict[str, object], source: str = "<dict>") -> Recipe:
-        allowed_top = {"name", "description", "export_bits", "steps"}
+        allowed_top = {"name", "description", "export_bits", "steps", "candidates"}
         unknown = sorted(set(raw) - allowed_top)
         if unknown:
             raise RecipeError(f"{source}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed_top))}")
+        if "candidates" in raw:
+            return cls._choice(raw, source)
         steps_raw = raw.get("steps")
         if not isinstance(steps_raw, list) or not steps_raw:
             raise RecipeError(f"{source}: a recipe needs at least one [[steps]] table")
@@ -124,7 +147,8 @@ def available_recipes() -> dict[str, Path]:
 
 
 def load_recipe(spec: str | Path | None) -> Recipe:
-    """A shipped recipe by name (default: ``default``) or a TOML file."""
+    """A shipped recipe by name (default: ``default``) or a TOML file (a candidate of a choice is a shipped
+    recipe of steps: :func:`candidate_recipes`)."""
     spec = spec or "default"
     path = Path(spec)
     if not path.is_file():
@@ -137,3 +161,13 @@ def load_recipe(spec: str | Path | None) -> Recipe:
     except (OSError, ValueError, RecursionError) as err:  # ValueError: bad UTF-8/TOML, an int of > 4300 digits
         raise RecipeError(f"{path}: cannot read recipe ({err})") from None
     return Recipe.from_dict(raw, source=str(path))
+
+
+def candidate_recipes(recipe: Recipe) -> list[Recipe]:
+    """The step recipes a choice runs; a candidate that is itself a choice is refused."""
+    loaded = [load_recipe(name) for name in recipe.candidates]
+    for candidate in loaded:
+        if candidate.candidates:
+            raise RecipeError(f"{recipe.source}: candidate {candidate.name!r} lists candidates itself; "
+                              "candidates must be recipes of [[steps]]")
+    return loaded

@@ -179,6 +179,16 @@ def resolve_profile(spec: str | Path) -> ExportProfile:
     raise ProfileError(f"unknown profile {str(spec)!r}; choose one of {', '.join(profiles) or '(none found)'} or pass a .toml file")
 
 
+DEFAULT_PROFILE = "x86-avx2"
+
+
+def profile_for_checkpoint(metadata: dict[str, object]) -> str:
+    """The profile a checkpoint is exported with when none is named: ``int4`` for a student fine-tuned
+    or meant for 4-bit tables (``kgedge compress``'s metadata), ``x86-avx2`` otherwise."""
+    bits = metadata.get("export_bits", metadata.get("qat_bits"))
+    return "int4" if bits == 4 else DEFAULT_PROFILE
+
+
 def cpu_supports(profile: ExportProfile) -> bool:
     """Whether this machine can run ``profile`` at full speed (arch and CPU flags)."""
     import platform
