@@ -77,7 +77,7 @@ def measure(label: str, teacher, kg, rec: Recipe, profile: str, teacher_mrr: flo
         started = time.perf_counter()
         result = run_recipe(teacher.model, kg, rec, seed=seed, max_time_s=budget)
         seconds.append(time.perf_counter() - started)
-        if rec.candidates:  # a choice (auto): the kept student is exported at its own bits, as `kgedge export` does
+        if rec.choose_from:  # a choice (auto): the kept student is exported at its own bits, as `kgedge export` does
             profile = "int4" if result.export_bits == 4 else "x86-avx2"
             kept.append(f"{result.recipe} (valid " + " vs ".join(f"{c.valid_mrr:.4f}" for c in result.candidates) + ")")
         mrr, size = exported_mrr(result.model, kg, profile)

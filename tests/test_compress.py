@@ -429,7 +429,7 @@ def test_a_choice_keeps_the_candidate_with_the_best_validation_mrr(kg: Knowledge
         {"kind": "distill", "dim": 8, "epochs": 40}, {"kind": "qat", "bits": 4, "epochs": 5}]})
     monkeypatch.setattr("kgedge.compress.pipeline.candidate_recipes", lambda recipe: [weak, strong])
     seen: list[str] = []
-    choice = Recipe(name="choice", steps=(), candidates=("weak", "strong"))
+    choice = Recipe(name="choice", steps=(), choose_from=("weak", "strong"))
     result = run_recipe(teacher, kg, choice, seed=0, on_step=lambda s: seen.append(f"{s.recipe} {s.step}"))
     assert seen == ["weak 1:distill", "strong 1:distill", "strong 2:qat"]
     assert [c.recipe for c in result.candidates] == ["weak", "strong"]
@@ -446,19 +446,19 @@ def test_the_auto_recipe_chooses_between_the_default_and_the_wide_one() -> None:
     from kgedge.compress.recipe import candidate_recipes
 
     auto = load_recipe("auto")
-    assert auto.steps == () and [r.name for r in candidate_recipes(auto)] == ["default", "wide-int4"]
+    assert auto.steps == () and auto.choose_from == ("default", "wide-int4") and [r.name for r in candidate_recipes(auto)] == ["default", "wide-int4"]
 
 
 def test_a_choice_must_name_shipped_recipes_of_steps(tmp_path) -> None:  # noqa: ANN001
     from kgedge.compress.recipe import candidate_recipes
 
     with pytest.raises(RecipeError, match="candidate 'nope' is not a shipped recipe"):
-        Recipe.from_dict({"candidates": ["default", "nope"]}, source="x.toml")
+        Recipe.from_dict({"choose_from": ["default", "nope"]}, source="x.toml")
     with pytest.raises(RecipeError, match="at least two recipe names"):
-        Recipe.from_dict({"candidates": ["default"]}, source="x.toml")
-    with pytest.raises(RecipeError, match="either candidates or"):
-        Recipe.from_dict({"candidates": ["default", "wide-int4"], "steps": [{"kind": "qat"}]}, source="x.toml")
+        Recipe.from_dict({"choose_from": ["default"]}, source="x.toml")
+    with pytest.raises(RecipeError, match="either choose_from or"):
+        Recipe.from_dict({"choose_from": ["default", "wide-int4"], "steps": [{"kind": "qat"}]}, source="x.toml")
     nested = tmp_path / "nested.toml"
-    nested.write_text('candidates = ["default", "auto"]\n', encoding="utf-8")
-    with pytest.raises(RecipeError, match="candidate 'auto' lists candidates itself"):
+    nested.write_text('choose_from = ["default", "auto"]\n', encoding="utf-8")
+    with pytest.raises(RecipeError, match="candidate 'auto' lists choose_from itself"):
         candidate_recipes(load_recipe(nested))

@@ -229,16 +229,16 @@ def target_profile_toml(world: World, data: st.DataObject) -> None:
 _RECIPES = {name: tomllib.loads(path.read_text(encoding="utf-8")) for name, path in available_recipes().items()}
 _RECIPE_TEXTS = {name: path.read_text(encoding="utf-8") for name, path in available_recipes().items()}
 _SETTING_NAMES = sorted({key for settings_ in STEP_SETTINGS.values() for key in settings_} | {"kind", "colour"})
-_RECIPE_PATHS = ([("name",), ("description",), ("export_bits",), ("steps",), ("colour",), ("candidates",),
-                  ("candidates", 0), ("candidates", 2)]
+_RECIPE_PATHS = ([("name",), ("description",), ("export_bits",), ("steps",), ("colour",), ("choose_from",),
+                  ("choose_from", 0), ("choose_from", 2)]
                  + [("steps", i, key) for i in range(3) for key in _SETTING_NAMES] + [("steps", 0), ("steps", 5)])
 _RECIPE_VALUES = st.one_of(JSON_VALUES, st.sampled_from([*STEP_SETTINGS, 4, 7, 8, 32, 8.0, [], [{}], [{"kind": "qat"}],
                                                        "default", "auto", ["default", "wide-int4"]]))
 
 
 def _check_recipe(recipe: Recipe) -> None:
-    if recipe.candidates:  # a choice: shipped recipe names, no steps of its own
-        assert not recipe.steps and len(recipe.candidates) >= 2 and set(recipe.candidates) <= set(_RECIPES)
+    if recipe.choose_from:  # a choice: shipped recipe names, no steps of its own
+        assert not recipe.steps and len(recipe.choose_from) >= 2 and set(recipe.choose_from) <= set(_RECIPES)
         return
     assert recipe.steps and recipe.export_bits in (4, 7, 8, 32)
     for step in recipe.steps:

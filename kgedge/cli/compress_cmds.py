@@ -35,7 +35,7 @@ def _run(teacher: Path, data: str, recipe, out: Path, seed: int, max_time: float
         task = bar.add_task(f"compress ({recipe.name})", total=None, info="")
 
         def show(report) -> None:  # noqa: ANN001
-            within = f"{report.recipe} " if recipe.candidates else ""
+            within = f"{report.recipe} " if recipe.choose_from else ""
             bar.console.print(f"{within}{report.step}: {report.model}-{report.dim} {report.bytes:,} bytes "
                               f"({report.compression:.1f}x smaller), MRR {report.mrr:.4f} "
                               f"({100 * report.teacher_share:.1f}% of teacher), Hits@10 {report.hits_at_10:.4f}, "

@@ -1,7 +1,7 @@
 """Run a compression recipe: each step fine-tunes the student (distilling from the teacher) and is
 measured: parameters, bytes as exported, filtered test MRR, Hits@10, share of the teacher's MRR.
 
-A recipe of candidates runs each candidate recipe and keeps the student with the best filtered
+A recipe of ``choose_from`` runs each of those recipes and keeps the student with the best filtered
 validation MRR (the test split only reports; it never chooses).
 """
 
@@ -115,7 +115,7 @@ def run_recipe(
     ``on_step`` gets each recipe step's report; ``on_train_step`` every training batch of the
     fine-tuning inside the steps (the trainer's progress callback).
     """
-    if recipe.candidates:
+    if recipe.choose_from:
         return _run_choice(teacher, kg, recipe, seed, max_time_s, on_step, on_train_step)
     teacher = teacher.eval()
     teacher_metrics = _test_metrics(teacher, kg)

@@ -3,7 +3,7 @@
 A recipe is data: ``[[steps]]`` tables with a ``kind`` and that kind's settings. Unknown kinds or
 settings are refused with the step number, the name and what is allowed.
 
-A recipe may instead list ``candidates``: shipped recipes that are all run, the student with the best
+A recipe may instead list ``choose_from``: shipped recipes that are all run, the student with the best
 filtered *validation* MRR being kept (``auto``, the CLI's default, tries a narrow int8 student and a
 wide 4-bit one at the same bytes: which one learns a KG better depends on the KG).
 """
@@ -79,31 +79,31 @@ class Recipe:
     description: str = ""
     export_bits: int = 8  # bytes are reported as the exporter will store the tables
     source: str = field(default="<dict>", compare=False)
-    candidates: tuple[str, ...] = ()  # shipped recipes to run instead of steps, the best kept
+    choose_from: tuple[str, ...] = ()  # shipped recipes to run instead of steps, the best kept
 
     @classmethod
     def _choice(cls, raw: dict[str, object], source: str) -> Recipe:
-        """A recipe of ``candidates``: names of shipped step recipes, at least two, no steps."""
-        names = raw["candidates"]
+        """A recipe of ``choose_from``: names of shipped step recipes, at least two, no steps."""
+        names = raw["choose_from"]
         if "steps" in raw or "export_bits" in raw:
-            raise RecipeError(f"{source}: a recipe lists either candidates or [[steps]] (with export_bits), not both")
+            raise RecipeError(f"{source}: a recipe lists either choose_from or [[steps]] (with export_bits), not both")
         shipped = available_recipes()
         if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-            raise RecipeError(f"{source}: candidates={names!r} must be a list of at least two recipe names")
+            raise RecipeError(f"{source}: choose_from={names!r} must be a list of at least two recipe names")
         for name in names:
             if name not in shipped:
                 raise RecipeError(f"{source}: candidate {name!r} is not a shipped recipe; "
                                   f"shipped: {', '.join(shipped)}")
         return cls(name=str(raw.get("name", Path(source).stem)), steps=(), description=str(raw.get("description", "")),
-                   source=source, candidates=tuple(names))
+                   source=source, choose_from=tuple(names))
 
     @classmethod
     def from_dict(cls, raw: dict[str, object], source: str = "<dict>") -> Recipe:
-        allowed_top = {"name", "description", "export_bits", "steps", "candidates"}
+        allowed_top = {"name", "description", "export_bits", "steps", "choose_from"}
         unknown = sorted(set(raw) - allowed_top)
         if unknown:
             raise RecipeError(f"{source}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed_top))}")
-        if "candidates" in raw:
+        if "choose_from" in raw:
             return cls._choice(raw, source)
         steps_raw = raw.get("steps")
         if not isinstance(steps_raw, list) or not steps_raw:
@@ -165,9 +165,9 @@ def load_recipe(spec: str | Path | None) -> Recipe:
 
 def candidate_recipes(recipe: Recipe) -> list[Recipe]:
     """The step recipes a choice runs; a candidate that is itself a choice is refused."""
-    loaded = [load_recipe(name) for name in recipe.candidates]
+    loaded = [load_recipe(name) for name in recipe.choose_from]
     for candidate in loaded:
-        if candidate.candidates:
-            raise RecipeError(f"{recipe.source}: candidate {candidate.name!r} lists candidates itself; "
+        if candidate.choose_from:
+            raise RecipeError(f"{recipe.source}: candidate {candidate.name!r} lists choose_from itself; "
                               "candidates must be recipes of [[steps]]")
     return loaded
