@@ -5,6 +5,8 @@ Low-rank factorisation has its own file (test_lowrank.py); recipe parsing is fuz
 
 from __future__ import annotations
 
+from dataclasses import replace as replace_config
+
 import numpy as np
 import pytest
 import torch
@@ -462,3 +464,84 @@ def test_a_choice_must_name_shipped_recipes_of_steps(tmp_path) -> None:  # noqa:
     nested.write_text('choose_from = ["default", "auto"]\n', encoding="utf-8")
     with pytest.raises(RecipeError, match="candidate 'auto' lists choose_from itself"):
         candidate_recipes(load_recipe(nested))
+
+
+# --- the teacher cache: distillation without the teacher in the step ------------------------------------
+
+def _cache(kg: KnowledgeGraph, teacher: KGModel, k: int, temperature: float = 4.0):  # noqa: ANN202
+    from kgedge.compress.teacher_cache import TeacherTopK
+
+    return TeacherTopK(teacher, torch.as_tensor(kg.with_reciprocals(kg.train)), 2 * kg.num_relations, k, temperature)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_cache_of_every_tail_gives_the_full_soft_loss_and_its_gradients(kg: KnowledgeGraph, teacher: KGModel,
+                                                                           adaptive: bool) -> None:
+    batch = _batch(kg, 24)
+    config = DistillConfig(alpha=1.5, adaptive=adaptive)
+    full = DistillationLoss(teacher, replace_config(config, candidates="full"), kg.num_entities, torch.Generator())
+    cached = DistillationLoss(teacher, replace_config(config, candidates="cached"), kg.num_entities, torch.Generator(),
+                              _cache(kg, teacher, k=kg.num_entities))
+
+    def loss_and_grads(hook: DistillationLoss) -> tuple[float, list[torch.Tensor]]:
+        student = _model(kg, "distmult", 8)
+        loss = hook(student, batch)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in student.parameters()]
+
+    (a, grads_a), (b, grads_b) = loss_and_grads(full), loss_and_grads(cached)
+    assert a > 0 and b == pytest.approx(a, rel=1e-4)
+    for x, y in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-6)
+
+
+def test_a_top_k_cache_compares_the_top_k_and_the_rest(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    """The coarse KL (top k tails + "the rest") never exceeds the full one, is zero for a student that
+    matches the teacher, and pushes a random student: the loss and a gradient are there."""
+    from kgedge.compress.teacher_cache import cached_soft_loss
+
+    cache = _cache(kg, teacher, k=5)
+    batch = _batch(kg, 24)
+    h, r = batch[:, 0], batch[:, 1]
+    rows = cache.rows(h, r)
+    assert cache.ids.shape == (len(cache.keys), 5) and bool((cache.log_rest < 0).all())
+    with torch.no_grad():
+        teacher_scores = teacher.score_all_tails(h, r)
+    torch.testing.assert_close(cache.ids[rows], teacher_scores.topk(5, dim=1).indices)
+    assert cached_soft_loss(teacher_scores, cache, rows).item() == pytest.approx(0.0, abs=1e-5)
+    student = _model(kg, "complex", 4)
+    scores = student.score_all_tails(h, r)
+    coarse = cached_soft_loss(scores, cache, rows)
+    assert 0 < coarse.item() <= soft_loss(scores, teacher_scores, 4.0).item() + 1e-6
+    coarse.backward()
+    assert student.entity.weight.grad.abs().sum() > 0
+
+
+def test_the_cache_refuses_a_query_it_does_not_hold(kg: KnowledgeGraph, teacher: KGModel) -> None:
+    cache = _cache(kg, teacher, k=3)
+    known = kg.with_reciprocals(kg.train)
+    pairs = {(int(h), int(r)) for h, r, _ in known}
+    h, r = next((h, r) for h in range(kg.num_entities) for r in range(2 * kg.num_relations) if (h, r) not in pairs)
+    with pytest.raises(KeyError, match=f"query \\(head {h}, relation {r}\\) is not a training query"):
+        cache.rows(torch.tensor([int(known[0, 0]), h]), torch.tensor([int(known[0, 1]), r]))
+
+
+def test_a_cached_recipe_asks_the_teacher_once_for_all_its_steps(kg: KnowledgeGraph, teacher: KGModel,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgedge.compress import pipeline
+
+    built: list[int] = []
+    original = pipeline.TeacherTopK
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        built.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "TeacherTopK", counting)
+    recipe = Recipe.from_dict({"steps": [{"kind": "distill", "dim": 8, "epochs": 30, "candidates": "cached"},
+                                         {"kind": "qat", "bits": 8, "epochs": 5}]})
+    result = run_recipe(teacher, kg, recipe, seed=0)
+    assert len(built) == 1
+    assert result.steps[-1].teacher_share > 0.9  # the permutation is learned from the cached answers too
+    with pytest.raises(ValueError, match="hint_weight needs the teacher's full score rows"):
+        DistillConfig(candidates="cached", hint_weight=0.5)

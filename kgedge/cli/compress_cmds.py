@@ -94,7 +94,8 @@ def distill(
     init: str = typer.Option("teacher", "--init", help="teacher (SVD projection of its entity table), random, or a lightweight embedding of the entity graph: mf, deepwalk, node2vec."),
     adaptive: bool = typer.Option(False, "--adaptive", help="DualDE-style per-query soft/hard weighting."),
     hint_weight: float = typer.Option(0.0, "--hint-weight", help="Weight of the score-level hint loss."),
-    candidates: str = typer.Option("auto", "--candidates", help="full (1-N), sampled (teacher top-k + random) or auto."),
+    candidates: str = typer.Option("auto", "--candidates", help="full (1-N), sampled (teacher top-k + random), cached "
+                                   "(the teacher's top-k and the rest, computed once before training) or auto."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     max_time: float = typer.Option(0.0, "--max-time", help="Training budget in seconds."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -2,7 +2,9 @@
 
 ``L_soft = T² · KL(softmax(s_teacher / T) || softmax(s_student / T))`` over all candidate tails of a
 query (1-N), or over a sampled candidate set (the teacher's top-k plus random entities) when the
-entity count is too large to score every tail. Optional extras:
+entity count is too large to score every tail, or (``cached``) over the teacher's top-k tails and
+"every other tail", from answers the teacher gave once before training
+(:mod:`kgedge.compress.teacher_cache`). Optional extras:
 
 * a score hint: mean squared error between standardised student and teacher scores;
 * adaptive per-query weights in the manner of DualDE (Zhu et al., WSDM 2022): a query whose true tail
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kgedge.compress.recipe import CANDIDATES
+from kgedge.compress.teacher_cache import TeacherTopK, cached_soft_loss
 from kgedge.models import KGModel
 
 # "auto" switches to sampled candidates above this many entities (1-N memory is batch x entities)
@@ -32,8 +35,10 @@ class DistillConfig:
     """Attributes:
         alpha: weight of the soft loss.
         temperature: T of the softened distributions.
-        candidates: ``full`` (every entity), ``sampled`` (teacher top-k + random) or ``auto``.
-        teacher_topk, random_candidates: the sampled candidate set per query.
+        candidates: ``full`` (every entity), ``sampled`` (teacher top-k + random), ``cached`` (the
+            teacher's top-k and the rest, computed once) or ``auto``.
+        teacher_topk, random_candidates: the sampled candidate set per query (``teacher_topk``: also
+            the tails a cache keeps).
         hint_weight: weight of the score-level hint (0 = off).
         adaptive: DualDE-style per-query weighting of soft vs hard labels.
     """
@@ -57,6 +62,9 @@ class DistillConfig:
             raise ValueError("DistillConfig.teacher_topk must be >= 1 and random_candidates >= 0")
         if self.hint_weight < 0:
             raise ValueError(f"DistillConfig.hint_weight={self.hint_weight!r}; allowed: >= 0")
+        if self.candidates == "cached" and self.hint_weight:
+            raise ValueError("DistillConfig.hint_weight needs the teacher's full score rows; with candidates='cached' "
+                             "the teacher only answers once, before training: use full or sampled candidates")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -93,7 +101,11 @@ class DistillationLoss:
     teacher gets wrong fall back on the hard label.
     """
 
-    def __init__(self, teacher: KGModel, config: DistillConfig, num_entities: int, generator: torch.Generator) -> None:
+    def __init__(self, teacher: KGModel, config: DistillConfig, num_entities: int, generator: torch.Generator,
+                 cache: TeacherTopK | None = None) -> None:
+        """Args:
+            cache: the teacher's answers to the training queries, required by ``candidates='cached'``.
+        """
         self.teacher = teacher.eval()
         for parameter in self.teacher.parameters():
             parameter.requires_grad_(False)
@@ -102,6 +114,9 @@ class DistillationLoss:
         self.generator = generator
         mode = config.candidates
         self.sampled = mode == "sampled" or (mode == "auto" and num_entities > FULL_CANDIDATES_LIMIT)
+        self.cache = cache if mode == "cached" else None
+        if mode == "cached" and (cache is None or cache.temperature != config.temperature):
+            raise ValueError("candidates='cached' needs a TeacherTopK of the training queries at the same temperature")
 
     def _candidates(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """Shape ``(batch, 1 + topk + random)``: the true tail, the teacher's top-k, random entities."""
@@ -121,6 +136,8 @@ class DistillationLoss:
                 computed them (1-N); reused in full-candidate mode instead of scoring again.
         """
         h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+        if self.cache is not None:
+            return self._cached(student, h, r, t, student_all)
         if self.sampled:
             candidates = self._candidates(h, r, t)
             with torch.no_grad():
@@ -141,3 +158,16 @@ class DistillationLoss:
         if self.config.hint_weight:
             loss = loss + self.config.hint_weight * score_hint(student_scores, teacher_scores)
         return loss
+
+    def _cached(self, student: KGModel, h: Tensor, r: Tensor, t: Tensor, student_all: Tensor | None) -> Tensor:
+        """The soft loss against the cached teacher: no teacher product in the step."""
+        assert self.cache is not None
+        rows = self.cache.rows(h, r)
+        scores = student_all if student_all is not None else student.score_all_tails(h, r)
+        weights = None
+        if self.config.adaptive:  # the teacher's probability of the true tail: one score, the cached partition
+            with torch.no_grad():
+                true_score = self.teacher.score_hrt(h, r, t)
+                p_true = torch.exp(true_score - self.cache.log_z[rows].to(true_score.device))
+                weights = 2.0 * p_true / (p_true + p_true.mean() + 1e-12)
+        return self.config.alpha * cached_soft_loss(scores, self.cache, rows, weights)

@@ -21,6 +21,7 @@ from kgedge.compress.prune import finish_pruning, magnitude_prune, prune_dimensi
 from kgedge.compress.qat import enable_qat, finish_qat
 from kgedge.compress.recipe import DENSE_ONLY, EMBEDDING_INITS, Recipe, Step, candidate_recipes
 from kgedge.compress.size import table_bytes
+from kgedge.compress.teacher_cache import TeacherTopK
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
@@ -85,13 +86,31 @@ def _test_metrics(model: KGModel, kg: KnowledgeGraph) -> dict[str, float]:
     return evaluate_link_prediction(model_scorer(model), kg, "test")
 
 
+class _Caches:
+    """The teacher's cached answers (:class:`TeacherTopK`), built on first use and shared by a recipe's steps."""
+
+    def __init__(self, teacher: KGModel, kg: KnowledgeGraph) -> None:
+        self.teacher, self.kg = teacher, kg
+        self.built: dict[tuple[int, float], TeacherTopK] = {}
+
+    def get(self, distill: DistillConfig) -> TeacherTopK | None:
+        if distill.candidates != "cached" or not distill.alpha:
+            return None
+        key = (distill.teacher_topk, distill.temperature)
+        if key not in self.built:
+            queries = torch.as_tensor(self.kg.with_reciprocals(self.kg.train))
+            self.built[key] = TeacherTopK(self.teacher, queries, self.teacher.config.num_relations, *key)
+        return self.built[key]
+
+
 def _fine_tune(
     model: KGModel, teacher: KGModel, kg: KnowledgeGraph, step: Step, distill: DistillConfig, seed: int,
-    max_time_s: float, on_train_step: StepCallback | None = None,
+    max_time_s: float, on_train_step: StepCallback | None = None, cache: TeacherTopK | None = None,
 ) -> KGModel:
     config = default_train_config(model.config.model, epochs=int(step.settings["epochs"]), lr=step.settings.get("lr"),
                                   seed=seed, max_time_s=max_time_s)
-    hook = DistillationLoss(teacher, distill, kg.num_entities, torch.Generator().manual_seed(seed)) if distill.alpha else None
+    hook = (DistillationLoss(teacher, distill, kg.num_entities, torch.Generator().manual_seed(seed), cache)
+            if distill.alpha else None)
     return train_model(kg, model.config, config, model=model, loss_hook=hook, on_step=on_train_step).model
 
 
@@ -123,12 +142,13 @@ def run_recipe(
     result = CompressResult(model=teacher, teacher=teacher_metrics, recipe=recipe.name, export_bits=recipe.export_bits)
     student: KGModel | None = None
     distill = DistillConfig()
+    caches = _Caches(teacher, kg)
 
     def bits() -> int | None:  # the table bits that bytes are reported at
         return result.bits if result.bits is not None else (None if recipe.export_bits == 32 else recipe.export_bits)
 
     def tune(model: KGModel) -> KGModel:  # fine-tune under the current step and distillation settings
-        return _fine_tune(model, teacher, kg, step, distill, seed, max_time_s, on_train_step)
+        return _fine_tune(model, teacher, kg, step, distill, seed, max_time_s, on_train_step, caches.get(distill))
 
     for number, step in enumerate(recipe.steps, start=1):
         started = time.perf_counter()

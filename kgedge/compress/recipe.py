@@ -51,7 +51,7 @@ def _type_error(name: str, value: object) -> str | None:
 #: ``init`` values of a distill step that start the entity table from a lightweight embedding
 EMBEDDING_INITS = ("mf", "deepwalk", "node2vec")
 #: how distillation picks the candidate tails of the soft loss (see ``kgedge.compress.distill``)
-CANDIDATES = ("full", "sampled", "auto")
+CANDIDATES = ("full", "sampled", "cached", "auto")
 # settings with a fixed set of values, checked when the recipe is read (not after a teacher is loaded)
 SETTING_CHOICES: dict[str, tuple[str, ...]] = {
     "init": ("teacher", "random", *EMBEDDING_INITS),
