@@ -5,7 +5,8 @@ at the same wall-clock budget (issue: compression).
     python benchmarks/distill_cache.py --data umls nations --budget 60
 
 The student is the ``wide-int4`` recipe's distillation step (ComplEx, 60 complex dims, initialised
-from the teacher); only ``candidates`` differs (``hard``: no soft loss at all, alpha 0). The cached run's time includes building the cache.
+from the teacher); only ``candidates`` differs (``hard``: no soft loss at all, alpha 0). The budget
+bounds the training steps; the cached run builds its cache before them (its ``seconds`` show it).
 The teacher is the one ``benchmarks/compression.py`` trains and keeps in ``.cache/bench``. Writes
 ``benchmarks/results/distill_cache_<data>.{json,md}``.
 """
@@ -49,8 +50,9 @@ def main() -> None:
             print(row, flush=True)
             rows.append(row)
     md = ("# Distillation: teacher in every step vs its answers cached once\n\n" + markdown_table(rows)
-          + "\n\nSame student, initialisation, seed and wall-clock budget; `seconds` includes the test evaluation "
-          "and, for `cached`, building the cache.\n\nMachine: " + str(machine()))
+          + "\n\nSame student, initialisation, seed and training budget (`budget_s` of training steps); "
+          "`seconds` is the whole step: training, the test evaluation and, for `cached`, building the cache "
+          "before training (outside the budget).\n\nMachine: " + str(machine()))
     write_results("distill_cache_" + "_".join(args.data), {"machine": machine(), "args": vars(args), "rows": rows}, md)
 
 
