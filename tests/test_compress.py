@@ -172,6 +172,37 @@ def test_auto_candidates_switch_to_sampling_only_for_large_kgs(kg: KnowledgeGrap
     assert DistillationLoss(teacher, DistillConfig(), 2_000_000, torch.Generator()).sampled
 
 
+def test_auto_candidates_use_the_cache_between_small_and_huge_kgs() -> None:
+    from kgedge.compress.distill import CACHED_CANDIDATES_MIN, FULL_CANDIDATES_LIMIT, resolve_candidates
+
+    auto = DistillConfig()
+    assert resolve_candidates(auto, CACHED_CANDIDATES_MIN) == "full"
+    assert resolve_candidates(auto, CACHED_CANDIDATES_MIN + 1) == "cached"
+    assert resolve_candidates(auto, FULL_CANDIDATES_LIMIT) == "cached"
+    assert resolve_candidates(auto, FULL_CANDIDATES_LIMIT + 1) == "sampled"
+    assert resolve_candidates(DistillConfig(hint_weight=0.5), 40_000) == "full"  # a hint needs the teacher's rows
+    assert resolve_candidates(DistillConfig(candidates="full"), 40_000) == "full"
+
+
+def test_a_kg_past_the_cache_threshold_distils_from_the_cache(kg: KnowledgeGraph, teacher: KGModel,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With auto candidates, a recipe on a KG above the threshold never runs the teacher's all-tail
+    product in a step: the hook sees the cache."""
+    from kgedge.compress import distill, pipeline
+
+    monkeypatch.setattr(distill, "CACHED_CANDIDATES_MIN", kg.num_entities - 1)
+    hooks: list[DistillationLoss] = []
+    original = pipeline.DistillationLoss
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        hooks.append(original(*args, **kwargs))
+        return hooks[-1]
+
+    monkeypatch.setattr(pipeline, "DistillationLoss", recording)
+    run_recipe(teacher, kg, Recipe.from_dict({"steps": [{"kind": "distill", "dim": 4, "epochs": 2}]}), seed=0)
+    assert len(hooks) == 1 and hooks[0].cache is not None and not hooks[0].sampled
+
+
 def test_adaptive_weights_trust_queries_the_teacher_gets_right(kg: KnowledgeGraph, teacher: KGModel) -> None:
     """DualDE-style: a query whose true tail the teacher ranks high counts more in the soft loss."""
     student = _model(kg, "distmult", 8)

@@ -95,7 +95,8 @@ def distill(
     adaptive: bool = typer.Option(False, "--adaptive", help="DualDE-style per-query soft/hard weighting."),
     hint_weight: float = typer.Option(0.0, "--hint-weight", help="Weight of the score-level hint loss."),
     candidates: str = typer.Option("auto", "--candidates", help="full (1-N), sampled (teacher top-k + random), cached "
-                                   "(the teacher's top-k and the rest, computed once before training) or auto."),
+                                   "(the teacher's top-k and the rest, computed once before training) or auto (full up to 10,000 entities, "
+                                   "cached up to 100,000, sampled beyond)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     max_time: float = typer.Option(0.0, "--max-time", help="Training budget in seconds."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),

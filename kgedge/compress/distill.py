@@ -26,6 +26,10 @@ from kgedge.models import KGModel
 
 # "auto" switches to sampled candidates above this many entities (1-N memory is batch x entities)
 FULL_CANDIDATES_LIMIT = 100_000
+# ...and to the teacher's cached top-k above this many: on wordnet-rr (41k entities, a 450 s budget) a
+# ComplEx-60 student kept 84.0 % of the teacher's MRR so, against 52.7 % with the full 1-N soft loss
+# (benchmarks/results/distill_cache_wordnet-rr.md); the small KGs measured so far keep the full one
+CACHED_CANDIDATES_MIN = 10_000
 # sampled candidates: the teacher's top-k is taken over chunks of queries of at most this many scores
 TOPK_SCORE_CELLS = 32_000_000
 
@@ -36,7 +40,7 @@ class DistillConfig:
         alpha: weight of the soft loss.
         temperature: T of the softened distributions.
         candidates: ``full`` (every entity), ``sampled`` (teacher top-k + random), ``cached`` (the
-            teacher's top-k and the rest, computed once) or ``auto``.
+            teacher's top-k and the rest, computed once) or ``auto`` (:func:`resolve_candidates`).
         teacher_topk, random_candidates: the sampled candidate set per query (``teacher_topk``: also
             the tails a cache keeps).
         hint_weight: weight of the score-level hint (0 = off).
@@ -68,6 +72,16 @@ class DistillConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def resolve_candidates(config: DistillConfig, num_entities: int) -> str:
+    """``full``, ``sampled`` or ``cached``: what ``auto`` means for a KG of ``num_entities`` (a score
+    hint needs the teacher's rows in the step, so it never gets the cache)."""
+    if config.candidates != "auto":
+        return config.candidates
+    if num_entities > FULL_CANDIDATES_LIMIT:
+        return "sampled"
+    return "cached" if num_entities > CACHED_CANDIDATES_MIN and not config.hint_weight else "full"
 
 
 def soft_loss(student: Tensor, teacher: Tensor, temperature: float, weights: Tensor | None = None) -> Tensor:
@@ -112,8 +126,8 @@ class DistillationLoss:
         self.config = config
         self.num_entities = num_entities
         self.generator = generator
-        mode = config.candidates
-        self.sampled = mode == "sampled" or (mode == "auto" and num_entities > FULL_CANDIDATES_LIMIT)
+        mode = resolve_candidates(config, num_entities)
+        self.sampled = mode == "sampled"
         self.cache = cache if mode == "cached" else None
         if mode == "cached" and (cache is None or cache.temperature != config.temperature):
             raise ValueError("candidates='cached' needs a TeacherTopK of the training queries at the same temperature")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kgedge.compress.distill import DistillConfig, DistillationLoss
+from kgedge.compress.distill import DistillConfig, DistillationLoss, resolve_candidates
 from kgedge.compress.init import init_student_from_embedding, init_student_from_teacher
 from kgedge.compress.lowrank import factorize_entities, is_factored
 from kgedge.compress.prune import finish_pruning, magnitude_prune, prune_dimensions
@@ -94,7 +94,7 @@ class _Caches:
         self.built: dict[tuple[int, float], TeacherTopK] = {}
 
     def get(self, distill: DistillConfig) -> TeacherTopK | None:
-        if distill.candidates != "cached" or not distill.alpha:
+        if resolve_candidates(distill, self.kg.num_entities) != "cached" or not distill.alpha:
             return None
         key = (distill.teacher_topk, distill.temperature)
         if key not in self.built:
