@@ -52,6 +52,8 @@ class TeacherTopK:
         k = min(k, num_entities)
         rows = max(1, SCORE_CELLS // num_entities)
         ids, log_p, log_rest, log_z = [], [], [], []
+        log.info("asking the teacher once for its top %d tails of %d training queries over %d entities", k,
+                 len(self.keys), num_entities)  # minutes on a large KG: one teacher pass over the queries
         teacher = teacher.eval()
         with torch.no_grad():
             for start in range(0, len(self.keys), rows):
