@@ -574,5 +574,8 @@ def test_a_cached_recipe_asks_the_teacher_once_for_all_its_steps(kg: KnowledgeGr
     result = run_recipe(teacher, kg, recipe, seed=0)
     assert len(built) == 1
     assert result.steps[-1].teacher_share > 0.9  # the permutation is learned from the cached answers too
+    monkeypatch.setattr("kgedge.compress.pipeline.candidate_recipes", lambda choice: [recipe, recipe])
+    run_recipe(teacher, kg, Recipe(name="choice", steps=(), choose_from=("a", "b")), seed=0)
+    assert len(built) == 2  # one more cache for the whole choice, not one per candidate
     with pytest.raises(ValueError, match="hint_weight needs the teacher's full score rows"):
         DistillConfig(candidates="cached", hint_weight=0.5)

@@ -86,21 +86,24 @@ def _test_metrics(model: KGModel, kg: KnowledgeGraph) -> dict[str, float]:
     return evaluate_link_prediction(model_scorer(model), kg, "test")
 
 
-class _Caches:
-    """The teacher's cached answers (:class:`TeacherTopK`), built on first use and shared by a recipe's steps."""
+class _Teacher:
+    """What every step of a recipe, and every recipe of a choice, needs of the teacher, computed once:
+    its test metrics, its table bytes, and its cached answers (:class:`TeacherTopK`, built on first use)."""
 
-    def __init__(self, teacher: KGModel, kg: KnowledgeGraph) -> None:
-        self.teacher, self.kg = teacher, kg
-        self.built: dict[tuple[int, float], TeacherTopK] = {}
+    def __init__(self, model: KGModel, kg: KnowledgeGraph) -> None:
+        self.model, self.kg = model.eval(), kg
+        self.metrics = _test_metrics(self.model, kg)
+        self.bytes = table_bytes(self.model, None)
+        self._caches: dict[tuple[int, float], TeacherTopK] = {}
 
-    def get(self, distill: DistillConfig) -> TeacherTopK | None:
+    def cache(self, distill: DistillConfig) -> TeacherTopK | None:
         if resolve_candidates(distill, self.kg.num_entities) != "cached" or not distill.alpha:
             return None
         key = (distill.teacher_topk, distill.temperature)
-        if key not in self.built:
+        if key not in self._caches:
             queries = torch.as_tensor(self.kg.with_reciprocals(self.kg.train))
-            self.built[key] = TeacherTopK(self.teacher, queries, self.teacher.config.num_relations, *key)
-        return self.built[key]
+            self._caches[key] = TeacherTopK(self.model, queries, self.model.config.num_relations, *key)
+        return self._caches[key]
 
 
 def _fine_tune(
@@ -134,21 +137,27 @@ def run_recipe(
     ``on_step`` gets each recipe step's report; ``on_train_step`` every training batch of the
     fine-tuning inside the steps (the trainer's progress callback).
     """
+    context = _Teacher(teacher, kg)
     if recipe.choose_from:
-        return _run_choice(teacher, kg, recipe, seed, max_time_s, on_step, on_train_step)
-    teacher = teacher.eval()
-    teacher_metrics = _test_metrics(teacher, kg)
-    teacher_bytes = table_bytes(teacher, None)
-    result = CompressResult(model=teacher, teacher=teacher_metrics, recipe=recipe.name, export_bits=recipe.export_bits)
+        return _run_choice(context, recipe, seed, max_time_s, on_step, on_train_step)
+    return _run_steps(context, recipe, seed, max_time_s, on_step, on_train_step)
+
+
+def _run_steps(
+    context: _Teacher, recipe: Recipe, seed: int, max_time_s: float,
+    on_step: Callable[[StepReport], None] | None, on_train_step: StepCallback | None,
+) -> CompressResult:
+    """The steps of one recipe (see :func:`run_recipe`)."""
+    teacher, kg = context.model, context.kg
+    result = CompressResult(model=teacher, teacher=context.metrics, recipe=recipe.name, export_bits=recipe.export_bits)
     student: KGModel | None = None
     distill = DistillConfig()
-    caches = _Caches(teacher, kg)
 
     def bits() -> int | None:  # the table bits that bytes are reported at
         return result.bits if result.bits is not None else (None if recipe.export_bits == 32 else recipe.export_bits)
 
     def tune(model: KGModel) -> KGModel:  # fine-tune under the current step and distillation settings
-        return _fine_tune(model, teacher, kg, step, distill, seed, max_time_s, on_train_step, caches.get(distill))
+        return _fine_tune(model, teacher, kg, step, distill, seed, max_time_s, on_train_step, context.cache(distill))
 
     for number, step in enumerate(recipe.steps, start=1):
         started = time.perf_counter()
@@ -199,8 +208,8 @@ def run_recipe(
         report = StepReport(
             step=f"{number}:{step.kind}", model=student.config.model, dim=student.config.dim,
             parameters=sum(p.numel() for p in student.parameters()), bytes=size,
-            compression=teacher_bytes / size, mrr=metrics["mrr"], hits_at_10=metrics["hits_at_10"],
-            teacher_share=metrics["mrr"] / max(teacher_metrics["mrr"], 1e-12),
+            compression=context.bytes / size, mrr=metrics["mrr"], hits_at_10=metrics["hits_at_10"],
+            teacher_share=metrics["mrr"] / max(context.metrics["mrr"], 1e-12),
             seconds=time.perf_counter() - started, note=note, recipe=recipe.name,
         )
         log.info("%s", report)
@@ -213,14 +222,15 @@ def run_recipe(
 
 
 def _run_choice(
-    teacher: KGModel, kg: KnowledgeGraph, recipe: Recipe, seed: int, max_time_s: float,
+    context: _Teacher, recipe: Recipe, seed: int, max_time_s: float,
     on_step: Callable[[StepReport], None] | None, on_train_step: StepCallback | None,
 ) -> CompressResult:
-    """Run every candidate recipe; keep the student with the best filtered validation MRR (ties: the first)."""
+    """Run every candidate recipe with the same teacher context (its metrics and cache computed once);
+    keep the student with the best filtered validation MRR (ties: the first)."""
     results, candidates = [], []
     for candidate in candidate_recipes(recipe):
-        result = run_recipe(teacher, kg, candidate, seed, max_time_s, on_step, on_train_step)
-        valid = evaluate_link_prediction(model_scorer(result.model), kg, "valid")["mrr"]
+        result = _run_steps(context, candidate, seed, max_time_s, on_step, on_train_step)
+        valid = evaluate_link_prediction(model_scorer(result.model), context.kg, "valid")["mrr"]
         last = result.steps[-1]
         log.info("candidate %s: validation MRR %.4f", candidate.name, valid)
         results.append(result)
