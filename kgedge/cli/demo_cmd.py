@@ -47,6 +47,7 @@ def demo(
     from kgedge.data.sources import load_data
     from kgedge.evaluate import popularity_scorer, recommendation_metrics
     from kgedge.export import export_bundle
+    from kgedge.export.profile import profile_for_checkpoint
     from kgedge.models import ModelConfig
     from kgedge.runtime import EdgeModel
     from kgedge.train.checkpoint import Vocabulary, load_checkpoint, save_checkpoint
@@ -93,9 +94,10 @@ def demo(
                               "steps": [asdict(s) for s in compressed.steps],
                               "candidates": [asdict(c) for c in compressed.candidates]}
 
-        chosen = profile or ("int4" if compressed.export_bits == 4 else _best_profile())
+        student = load_checkpoint(out / "student.ckpt")
+        chosen = profile or profile_for_checkpoint(student.metadata, fallback=_best_profile())  # as kgedge export
         _stage(f"export: profile {chosen}")
-        result = export_bundle(load_checkpoint(out / "student.ckpt"), chosen, out / "bundle", kg=kg, overwrite=True)
+        result = export_bundle(student, chosen, out / "bundle", kg=kg, overwrite=True)
         report["export"] = {"profile": chosen, "sizes": result.manifest["sizes"], "validation": result.manifest["validation"]}
         v = result.manifest["validation"]
         typer.echo(f"bundle {out / 'bundle'}: {result.manifest['sizes']['bundle_bytes']:,} bytes; test MRR "  # type: ignore[index]

@@ -182,11 +182,11 @@ def resolve_profile(spec: str | Path) -> ExportProfile:
 DEFAULT_PROFILE = "x86-avx2"
 
 
-def profile_for_checkpoint(metadata: dict[str, object]) -> str:
+def profile_for_checkpoint(metadata: dict[str, object], fallback: str = DEFAULT_PROFILE) -> str:
     """The profile a checkpoint is exported with when none is named: ``int4`` for a student fine-tuned
-    or meant for 4-bit tables (``kgedge compress``'s metadata), ``x86-avx2`` otherwise."""
+    or meant for 4-bit tables (``kgedge compress``'s metadata), ``fallback`` otherwise."""
     bits = metadata.get("export_bits", metadata.get("qat_bits"))
-    return "int4" if bits == 4 else DEFAULT_PROFILE
+    return "int4" if bits == 4 else fallback
 
 
 def cpu_supports(profile: ExportProfile) -> bool:
