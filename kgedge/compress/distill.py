@@ -84,6 +84,12 @@ def resolve_candidates(config: DistillConfig, num_entities: int) -> str:
     return "cached" if num_entities > CACHED_CANDIDATES_MIN and not config.hint_weight else "full"
 
 
+def adaptive_weights(p_true: Tensor) -> Tensor:
+    """DualDE-style per-query soft-loss weights ``2·p / (p + mean p)`` from the teacher's probability
+    ``p`` of each query's true tail, shape ``(batch,)``."""
+    return 2.0 * p_true / (p_true + p_true.mean() + 1e-12)
+
+
 def soft_loss(student: Tensor, teacher: Tensor, temperature: float, weights: Tensor | None = None) -> Tensor:
     """``T² · KL(p_teacher || p_student)`` per query, averaged (optionally weighted).
 
@@ -167,7 +173,7 @@ class DistillationLoss:
         if self.config.adaptive:
             with torch.no_grad():
                 p_true = torch.softmax(teacher_scores, dim=1).gather(1, true_index[:, None]).squeeze(1)
-                weights = 2.0 * p_true / (p_true + p_true.mean() + 1e-12)
+                weights = adaptive_weights(p_true)
         loss = self.config.alpha * soft_loss(student_scores, teacher_scores, self.config.temperature, weights)
         if self.config.hint_weight:
             loss = loss + self.config.hint_weight * score_hint(student_scores, teacher_scores)
@@ -182,6 +188,5 @@ class DistillationLoss:
         if self.config.adaptive:  # the teacher's probability of the true tail: one score, the cached partition
             with torch.no_grad():
                 true_score = self.teacher.score_hrt(h, r, t)
-                p_true = torch.exp(true_score - self.cache.log_z[rows].to(true_score.device))
-                weights = 2.0 * p_true / (p_true + p_true.mean() + 1e-12)
+                weights = adaptive_weights(torch.exp(true_score - self.cache.log_z[rows].to(true_score.device)))
         return self.config.alpha * cached_soft_loss(scores, self.cache, rows, weights)
