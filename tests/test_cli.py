@@ -255,15 +255,21 @@ def test_train_without_torch_says_what_to_install(permutation_kg_dir: Path, tmp_
     assert result.stderr.startswith("error: `kgedge train` needs the training extra")
 
 
+def _teacher_and_recipe(data: Path, teacher: Path, recipe: Path, bits: int) -> Path:
+    """Train a small ComplEx teacher at ``teacher`` and write a distil + QAT recipe at ``bits`` to
+    ``recipe`` (named after its file); returns the recipe's path."""
+    assert _invoke("train", "--data", data, "--model", "complex", "--dim", 8, "--epochs", 5,
+                   "--out", teacher).exit_code == 0
+    recipe.write_text(f'name = "{recipe.stem}"\nexport_bits = {bits}\n[[steps]]\nkind = "distill"\ndim = 4\n'
+                      f'epochs = 3\n[[steps]]\nkind = "qat"\nbits = {bits}\nepochs = 2\n')
+    return recipe
+
+
 def test_compress_json_keeps_stdout_one_object_and_reports_steps_on_stderr(permutation_kg_dir: Path,
                                                                            tmp_path: Path) -> None:
     """A scripted `compress --json` still shows each step as it lands (stderr), without breaking the JSON."""
     teacher, student = tmp_path / "t.ckpt", tmp_path / "s.ckpt"
-    assert _invoke("train", "--data", permutation_kg_dir, "--model", "complex", "--dim", 8, "--epochs", 5,
-                   "--out", teacher).exit_code == 0
-    recipe = tmp_path / "r.toml"
-    recipe.write_text('name = "r"\nexport_bits = 8\n[[steps]]\nkind = "distill"\ndim = 4\nepochs = 3\n'
-                      '[[steps]]\nkind = "qat"\nbits = 8\nepochs = 2\n')
+    recipe = _teacher_and_recipe(permutation_kg_dir, teacher, tmp_path / "r.toml", bits=8)
     run = subprocess.run([sys.executable, "-m", "kgedge", "compress", "--teacher", str(teacher), "--data",
                           str(permutation_kg_dir), "--recipe", str(recipe), "--out", str(student), "--json"],
                          capture_output=True, text=True, timeout=300)
@@ -280,11 +286,7 @@ def test_export_follows_a_4_bit_students_bits_unless_a_profile_is_named(permutat
     """A student fine-tuned for 4-bit tables exports to the int4 profile by default, so the bytes that
     `compress` reported are the bytes that ship; a named profile still wins, with a note."""
     teacher, student = tmp_path / "t.ckpt", tmp_path / "s.ckpt"
-    assert _invoke("train", "--data", permutation_kg_dir, "--model", "complex", "--dim", 8, "--epochs", 5,
-                   "--out", teacher).exit_code == 0
-    recipe = tmp_path / "r4.toml"
-    recipe.write_text('name = "r4"\nexport_bits = 4\n[[steps]]\nkind = "distill"\ndim = 4\nepochs = 3\n'
-                      '[[steps]]\nkind = "qat"\nbits = 4\nepochs = 2\n')
+    recipe = _teacher_and_recipe(permutation_kg_dir, teacher, tmp_path / "r4.toml", bits=4)
     compressed = _invoke("compress", "--teacher", teacher, "--data", permutation_kg_dir, "--recipe", recipe,
                          "--out", student, "--json")
     assert compressed.exit_code == 0, compressed.output
