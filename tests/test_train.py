@@ -148,6 +148,30 @@ def test_time_budget_stops_training_and_keeps_the_best_model(kg: KnowledgeGraph)
     assert result.best_epoch == result.epochs_run and result.best_valid["epoch"] == result.epochs_run
 
 
+def test_validate_start_returns_the_given_model_when_training_only_makes_it_worse(kg: KnowledgeGraph) -> None:
+    """Fine-tuning a good model against an extra loss that rewards wrong answers: with ``validate_start``
+    the start (epoch 0) stays the best and comes back unchanged; without it a harmed model comes back."""
+    good = train_model(kg, _model_config(kg, "distmult"), default_train_config("distmult", epochs=60, seed=0)).model
+    start = {k: v.clone() for k, v in good.state_dict().items()}
+    config = default_train_config("distmult", epochs=4, eval_every=1, patience=10, seed=0)
+
+    def anti_labels(model, batch, scores):  # noqa: ANN001, ANN202 (the trainer's loss hook)
+        scores = scores if scores is not None else model.score_all_tails(batch[:, 0], batch[:, 1])
+        return -3.0 * F.cross_entropy(scores, batch[:, 2])
+
+    def fine_tune(validate_start: bool) -> TrainResult:
+        model = train_model(kg, good.config, default_train_config("distmult", epochs=1)).model
+        model.load_state_dict(start)
+        return train_model(kg, model.config, config, model=model, loss_hook=anti_labels, validate_start=validate_start)
+
+    kept, harmed = fine_tune(True), fine_tune(False)
+    assert [h["epoch"] for h in kept.history] == [0, 1, 2, 3, 4] and kept.best_epoch == 0
+    assert _same_weights(kept.model.state_dict(), start)
+    assert all(h["mrr"] <= kept.best_valid["mrr"] for h in kept.history[1:])
+    assert kept.history[-1]["mrr"] < kept.best_valid["mrr"] - 0.2  # the fine-tuning did harm
+    assert harmed.best_epoch >= 1 and not _same_weights(harmed.model.state_dict(), start)
+
+
 def test_the_same_seed_gives_identical_weights(kg: KnowledgeGraph) -> None:
     def run(seed: int) -> TrainResult:
         config = default_train_config("complex", epochs=4, eval_every=2, batch_size=32, seed=seed)

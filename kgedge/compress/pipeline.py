@@ -114,7 +114,10 @@ def _fine_tune(
                                   seed=seed, max_time_s=max_time_s)
     hook = (DistillationLoss(teacher, distill, kg.num_entities, torch.Generator().manual_seed(seed), cache)
             if distill.alpha else None)
-    return train_model(kg, model.config, config, model=model, loss_hook=hook, on_step=on_train_step).model
+    # a fine-tuning step (QAT, pruning, low rank) starts from a trained student: its start competes, so
+    # that a step never hands on a student that validates worse than the one it was given
+    return train_model(kg, model.config, config, model=model, loss_hook=hook, on_step=on_train_step,
+                       validate_start=step.kind != "distill").model
 
 
 def _low_rank(model: KGModel, rank: int, bits: int | None) -> KGModel | None:

@@ -101,6 +101,7 @@ def train_model(
     extra_metadata: dict[str, object] | None = None,
     model: KGModel | None = None,
     loss_hook: LossHook | None = None,
+    validate_start: bool = False,
 ) -> TrainResult:
     """Train a model on ``kg.train`` (with reciprocal relations), keeping the best by validation MRR.
 
@@ -112,6 +113,8 @@ def train_model(
         model: start from this (already initialised) model instead of a fresh one built from
             ``model_config``; compression steps fine-tune this way.
         loss_hook: a term added to every batch's loss (distillation's soft loss, hints).
+        validate_start: validate ``model`` as given (epoch 0) before the first step, so that the start
+            competes for "best": fine-tuning that only makes a model worse returns it unchanged.
     """
     retain_freed_memory()
     generator = _seed_everything(config.seed)
@@ -142,6 +145,9 @@ def train_model(
 
     def resume_state() -> dict[str, object]:  # what a resumed run needs beyond the model and early stopping
         return {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+    if validate_start and start_epoch == 1:
+        stopping.validate(0, model, kg, config, out, vocab, metadata, resume_state, on_eval)
 
     steps = (len(queries) + config.batch_size - 1) // config.batch_size
     started = time.perf_counter()
