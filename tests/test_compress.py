@@ -443,13 +443,21 @@ def test_tiny_recipes_store_64_times_fewer_bytes_than_a_256_dim_teacher(name: st
     assert table_bytes(teacher, None) / table_bytes(student, recipe.export_bits) == pytest.approx(64.0)
 
 
-def test_the_wide_recipe_stores_32_times_fewer_bytes_than_a_256_dim_teacher() -> None:
-    recipe = load_recipe("wide-int4")
+@pytest.mark.parametrize("name", ["wide-int4", "wide-int4-hard"])
+def test_the_wide_recipes_store_32_times_fewer_bytes_than_a_256_dim_teacher(name: str) -> None:
+    recipe = load_recipe(name)
     dim = int(recipe.steps[0].settings["dim"])
     assert recipe.export_bits == 4 and dim == 60
     teacher = build(ModelConfig("complex", 5000, 40, dim=256))
     student = build(ModelConfig("complex", 5000, 40, dim=dim))
     assert table_bytes(teacher, None) / table_bytes(student, recipe.export_bits) == pytest.approx(32.0)
+
+
+def test_the_hard_wide_recipe_is_the_wide_one_without_the_soft_loss() -> None:
+    wide, hard = load_recipe("wide-int4"), load_recipe("wide-int4-hard")
+    assert [s.kind for s in hard.steps] == [s.kind for s in wide.steps] == ["distill", "qat"]
+    assert hard.steps[0].settings == {**wide.steps[0].settings, "alpha": 0.0} and wide.steps[0].settings["alpha"] > 0
+    assert hard.steps[0].settings["init"] == "teacher" and hard.steps[1].settings == wide.steps[1].settings
 
 
 def test_a_choice_keeps_the_candidate_with_the_best_validation_mrr(kg: KnowledgeGraph, teacher: KGModel,
@@ -479,7 +487,8 @@ def test_the_auto_recipe_chooses_between_the_default_and_the_wide_one() -> None:
     from kgedge.compress.recipe import candidate_recipes
 
     auto = load_recipe("auto")
-    assert auto.steps == () and auto.choose_from == ("default", "wide-int4") and [r.name for r in candidate_recipes(auto)] == ["default", "wide-int4"]
+    assert auto.steps == () and auto.choose_from == ("default", "wide-int4", "wide-int4-hard")
+    assert [r.name for r in candidate_recipes(auto)] == ["default", "wide-int4", "wide-int4-hard"]
 
 
 def test_a_choice_must_name_shipped_recipes_of_steps(tmp_path) -> None:  # noqa: ANN001

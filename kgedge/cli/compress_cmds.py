@@ -68,8 +68,8 @@ def compress(
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Student checkpoint to write."),
     recipe: str = typer.Option("auto", "--recipe", help=f"Shipped recipe name ({', '.join(SHIPPED_RECIPES)}) "
-                               "or a .toml file. auto runs default (int8) and wide-int4 (4-bit) and keeps the student with the "
-                               "better validation MRR."),
+                               "or a .toml file. auto runs default (int8), wide-int4 (4-bit) and wide-int4-hard (4-bit, hard "
+                               "labels only) and keeps the student with the best validation MRR."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     max_time: float = typer.Option(0.0, "--max-time", help="Training budget per step in seconds (0 = early stopping only)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with every step's figures."),
