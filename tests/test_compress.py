@@ -434,7 +434,7 @@ def test_initialisation_from_the_teacher_starts_ahead_of_random(kg: KnowledgeGra
     assert _student_mrr(kg, teacher, "teacher") > _student_mrr(kg, teacher, "random") + 0.05
 
 
-@pytest.mark.parametrize("name", ["tiny-int8", "tiny-int4"])
+@pytest.mark.parametrize("name", ["tiny-int8", "tiny-int4", "tiny-int4-hard"])
 def test_tiny_recipes_store_64_times_fewer_bytes_than_a_256_dim_teacher(name: str) -> None:
     recipe = load_recipe(name)
     dim = int(recipe.steps[0].settings["dim"])
@@ -458,6 +458,14 @@ def test_the_hard_wide_recipe_is_the_wide_one_without_the_soft_loss() -> None:
     assert [s.kind for s in hard.steps] == [s.kind for s in wide.steps] == ["distill", "qat"]
     assert hard.steps[0].settings == {**wide.steps[0].settings, "alpha": 0.0} and wide.steps[0].settings["alpha"] > 0
     assert hard.steps[0].settings["init"] == "teacher" and hard.steps[1].settings == wide.steps[1].settings
+
+
+def test_the_hard_tiny_recipe_is_tiny_int4_without_the_soft_loss_started_from_the_teacher() -> None:
+    tiny, hard = load_recipe("tiny-int4"), load_recipe("tiny-int4-hard")
+    assert [s.kind for s in hard.steps] == [s.kind for s in tiny.steps] == ["distill", "qat"]
+    assert hard.export_bits == tiny.export_bits == 4 and hard.steps[1].settings["bits"] == 4
+    assert hard.steps[0].settings["dim"] == tiny.steps[0].settings["dim"]
+    assert hard.steps[0].settings["alpha"] == 0.0 and hard.steps[0].settings["init"] == "teacher"
 
 
 def test_a_choice_keeps_the_candidate_with_the_best_validation_mrr(kg: KnowledgeGraph, teacher: KGModel,
