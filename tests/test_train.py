@@ -14,7 +14,7 @@ from conftest import permutation_triples
 
 from kgedge.data.kg import KnowledgeGraph, load_kg
 from kgedge.evaluate import evaluate_link_prediction
-from kgedge.models import ModelConfig
+from kgedge.models import ModelConfig, build
 from kgedge.train import losses
 from kgedge.train.checkpoint import load_checkpoint, load_resume_state
 from kgedge.train.config import LOSSES, MODEL_DEFAULTS, TrainConfig, default_train_config
@@ -160,7 +160,7 @@ def test_validate_start_returns_the_given_model_when_training_only_makes_it_wors
         return -3.0 * F.cross_entropy(scores, batch[:, 2])
 
     def fine_tune(validate_start: bool) -> TrainResult:
-        model = train_model(kg, good.config, default_train_config("distmult", epochs=1)).model
+        model = build(good.config)
         model.load_state_dict(start)
         return train_model(kg, model.config, config, model=model, loss_hook=anti_labels, validate_start=validate_start)
 
