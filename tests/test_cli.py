@@ -165,10 +165,25 @@ def test_model_options_reach_a_graph_teacher(permutation_kg_dir: Path, tmp_path:
     assert options["fanouts"] in ([3, 2], (3, 2)) and options["decoder"] == "complex"
 
 
+@pytest.mark.parametrize(("options", "distance"), [([], "l1"), (["--option", "distance=l2"], "l2")])
+def test_transe_trains_with_the_l1_distance_unless_told_otherwise(permutation_kg_dir: Path, tmp_path: Path,
+                                                                   options: list[str], distance: str) -> None:
+    ckpt = tmp_path / "transe.ckpt"
+    trained = _invoke("train", "--data", permutation_kg_dir, "--model", "transe", "--dim", 8, "--epochs", 1,
+                      *options, "--out", ckpt, "--json")
+    assert trained.exit_code == 0, trained.output
+    from kgedge.train.checkpoint import load_checkpoint
+
+    model = load_checkpoint(ckpt).model
+    assert model.config.options["distance"] == distance and model.interaction == distance
+
+
 @pytest.mark.parametrize(("model", "option", "message"), [
     ("gcn", "fanouts=[3]", "options.fanouts"),
     ("gcn", "colour=red", "unknown option(s) colour"),
     ("complex", "fanouts=[3,3]", "complex takes only entity_rank"),
+    ("transe", "distance=l3", "distance='l3'; allowed: l1, l2"),
+    ("transe", "decoder=complex", "transe takes only distance and entity_rank"),
     ("gcn", "fanouts", "expected KEY=VALUE"),
 ])
 def test_bad_model_option_is_a_one_line_error(permutation_kg_dir: Path, tmp_path: Path, model: str, option: str,

@@ -389,6 +389,18 @@ def test_a_recipe_reports_exported_bytes_and_the_share_of_the_teacher(kg: Knowle
     assert result.teacher["mrr"] > 0.9 and last.teacher_share > 0.9  # the permutation survives 32 -> 6 dims
 
 
+@pytest.mark.parametrize("distance", ["l1", "l2"])
+def test_a_transe_student_keeps_its_teachers_distance(kg: KnowledgeGraph, distance: str) -> None:
+    """Whatever the default, a TransE student learns the distance its TransE teacher computes."""
+    torch.manual_seed(0)
+    teacher = build(ModelConfig("transe", kg.num_entities, 2 * kg.num_relations, 16,
+                                options={"distance": distance})).eval()
+    recipe = Recipe.from_dict({"name": "t", "steps": [{"kind": "distill", "dim": 8, "epochs": 1}]})
+    result = run_recipe(teacher, kg, recipe, seed=0)
+    assert result.model.config.model == "transe" and result.model.interaction == distance
+    assert result.model.config.options["distance"] == distance
+
+
 def _row_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean over rows of the Pearson correlation between two score matrices."""
     a = (a - a.mean(1, keepdim=True)) / a.std(1, keepdim=True)

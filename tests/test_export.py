@@ -42,9 +42,11 @@ def _tiny_kg(num_entities: int = 60, num_relations: int = 3, seed: int = 0) -> K
 
 
 def _checkpoint(name: str, kg: KnowledgeGraph, dim: int = 16, seed: int = 0) -> Checkpoint:
+    """A random model; ``transe-l1`` is TransE with the L1 distance (``transe`` alone is L2)."""
     torch.manual_seed(seed)
-    config = ModelConfig(model=name, num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
-                         dim=dim, init_scale=0.5)
+    options = {"distance": "l1"} if name == "transe-l1" else {}
+    config = ModelConfig(model=name.removesuffix("-l1"), num_entities=kg.num_entities,
+                         num_relations=2 * kg.num_relations, dim=dim, init_scale=0.5, options=options)
     return Checkpoint(model=build(config).eval(), vocab=Vocabulary.of(kg), metadata={"data": "tiny"})
 
 
@@ -92,6 +94,47 @@ def test_quantized_graph_uses_integer_matmul_and_agrees(name: str, profile: str)
     assert topk_overlap(fp32(heads, relations), emulated(heads, relations), 10) >= minimum
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_an_l1_graph_scores_the_l1_distance_to_the_stored_table(profile: str) -> None:
+    """TransE-L1 has no product to run in integers: every profile's graph scores ``-Σ|q - t|`` in float,
+    against the table as stored (dequantized for an integer profile), as torch does with those tables."""
+    kg = _tiny_kg()
+    checkpoint = _checkpoint("transe-l1", kg)
+    spec = graph_spec(checkpoint)
+    chosen = resolve_profile(profile)
+    model = build_graph(spec, chosen)
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["MatMulInteger"] == 0 and ops["Abs"] == 1 and ops["ReduceSum"] == 1
+    stored = build(checkpoint.model.config).eval()
+    entity, relation = export_graph.stored_tables(spec, chosen)
+    with torch.no_grad():
+        stored.entity.weight.copy_(torch.from_numpy(entity))
+        stored.relation.weight.copy_(torch.from_numpy(relation))
+    heads, relations = np.arange(40), np.arange(40) % 6
+    onnx_scores = onnx_scorer(session_for(model), kg.num_entities, 3)(heads, relations)
+    np.testing.assert_allclose(onnx_scores, model_scorer(stored)(heads, relations), rtol=1e-5, atol=1e-4)
+    if chosen.quantized:  # and the stored table is the quantized one, not the float original
+        assert not np.allclose(entity, spec.entity_table, atol=1e-6)
+
+
+def test_an_l1_bundle_is_stored_in_integers_and_scored_from_a_table_folded_once(tmp_path: Path) -> None:
+    """The file keeps the int8 codes; the session folds their dequantization into one float table."""
+    import onnxruntime as ort
+
+    model = build_graph(graph_spec(_checkpoint("transe-l1", _tiny_kg())), resolve_profile("x86-avx2"))
+    codes = next(i for i in model.graph.initializer if i.name == "entity_codes_t")
+    assert codes.data_type == onnx.TensorProto.UINT8
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    folded = {init.name: init for init in optimized.graph.initializer}
+    absolute = next(node for node in optimized.graph.node if node.op_type == "Abs")
+    subtract = next(node for node in optimized.graph.node if absolute.input[0] in node.output)
+    table = next(folded[name] for name in subtract.input if name in folded)  # q - table: the table is constant
+    assert table.data_type == onnx.TensorProto.FLOAT and tuple(table.dims) == (16, 60)
+
+
 @pytest.mark.parametrize("width", [15, 16])
 def test_int4_packing_round_trips_through_the_graph(width: int) -> None:
     from kgedge.export.graph import pack_int4
@@ -124,7 +167,7 @@ def test_avx2_profile_runs_natively_without_saturation() -> None:
     np.testing.assert_allclose(native(heads, relations), exact(heads, relations), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["distmult", "transe"])
+@pytest.mark.parametrize("name", ["distmult", "transe", "transe-l1"])
 def test_type_restriction_and_exclusion_give_exact_topk(name: str) -> None:
     kg = _tiny_kg()
     checkpoint = _checkpoint(name, kg)
@@ -161,7 +204,7 @@ def _blocked(monkeypatch: pytest.MonkeyPatch, spec, profile: ExportProfile) -> o
 
 
 @pytest.mark.parametrize(("name", "profile"), [("distmult", "x86-avx2"), ("transe", "x86-avx2"), ("transe", "portable"),
-                                             ("complex", "int4")])
+                                             ("complex", "int4"), ("transe-l1", "x86-avx2")])
 def test_blocked_topk_equals_one_topk(monkeypatch: pytest.MonkeyPatch, name: str, profile: str) -> None:
     kg = _tiny_kg(num_entities=60)  # blocks of 8: 64 rows, 4 of them padding
     spec = graph_spec(_checkpoint(name, kg))

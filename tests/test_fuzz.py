@@ -118,6 +118,9 @@ def apply_edits(raw: Any, edits: list[tuple[tuple[Any, ...], Any]]) -> Any:
                 break
         else:
             last = path[-1]
+            # a copy of each value: two edits that set one drawn dict at a path and inside itself
+            # would otherwise build a cycle that json.dumps refuses
+            value = value if value is DELETE else copy.deepcopy(value)
             if isinstance(node, dict):
                 node.pop(last, None) if value is DELETE else node.__setitem__(last, value)
             elif isinstance(node, list) and isinstance(last, int) and last < len(node):

@@ -15,6 +15,9 @@ from kgedge.models import MODELS, KGModel, ModelConfig, build, resolve
 
 # The KG-embedding models; graph models registered in MODELS have their own test file.
 KGE_MODELS = ("transe", "distmult", "complex", "rotate")
+# what the scoring tests run: each model, and TransE with both distances ("transe" alone is L2, the
+# distance of a config without the option)
+VARIANTS = (*KGE_MODELS, "transe-l1")
 NUM_ENTITIES, NUM_RELATIONS, DIM = 23, 6, 8
 
 
@@ -28,6 +31,8 @@ def _reference(name: str, model: KGModel, h: Tensor, r: Tensor, t: Tensor) -> Te
     e, rel = model.entity.weight.detach(), model.relation.weight.detach()
     if name == "transe":
         return -torch.linalg.vector_norm(e[h].double() + rel[r].double() - e[t].double(), dim=-1)
+    if name == "transe-l1":
+        return -(e[h].double() + rel[r].double() - e[t].double()).abs().sum(-1)
     if name == "distmult":
         return (e[h].double() * rel[r].double() * e[t].double()).sum(-1)
     if name == "complex":
@@ -42,6 +47,8 @@ def _model(name: str, seed: int = 0, **config: object) -> KGModel:
     torch.manual_seed(seed)
     # init_scale 0.3 gives O(1) scores, so that an absolute tolerance of 1e-5 is meaningful
     settings = {"init_scale": 0.3, **config}
+    if name == "transe-l1":
+        name, settings["options"] = "transe", {"distance": "l1"}
     return build(ModelConfig(name, NUM_ENTITIES, NUM_RELATIONS, DIM, **settings)).eval()  # type: ignore[arg-type]
 
 
@@ -51,7 +58,7 @@ def _batch(seed: int, size: int = 17) -> tuple[Tensor, Tensor, Tensor]:
             torch.randint(NUM_ENTITIES, (size,), generator=g))
 
 
-@pytest.fixture(params=KGE_MODELS)
+@pytest.fixture(params=VARIANTS)
 def name(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -173,6 +180,24 @@ def test_same_seed_same_tables(name: str) -> None:
     a, b, c = _model(name, seed=3), _model(name, seed=3), _model(name, seed=4)
     assert torch.equal(a.entity.weight, b.entity.weight) and torch.equal(a.relation.weight, b.relation.weight)
     assert not torch.equal(a.entity.weight, c.entity.weight)
+
+
+def test_transe_takes_its_distance_from_the_options() -> None:
+    assert _model("transe").interaction == "l2"  # a config without the option: checkpoints from before it
+    assert _model("transe-l1").interaction == "l1"
+    with pytest.raises(ValueError, match=r"distance='l3'; allowed: l1, l2"):
+        _model("transe", options={"distance": "l3"})
+
+
+def test_the_l1_distance_of_every_tail_matches_a_dense_reference_at_a_larger_size() -> None:
+    """cdist's L1 kernel, at a size where it no longer works on a single block."""
+    torch.manual_seed(5)
+    model = build(ModelConfig("transe", 700, 4, 96, init_scale=0.5, options={"distance": "l1"})).eval()
+    h, r = torch.randint(700, (300,)), torch.randint(4, (300,))
+    with torch.no_grad():
+        q = (model.entity.weight[h] + model.relation.weight[r]).double()
+        expected = -(q[:, None, :] - model.entity.weight.double()[None]).abs().sum(-1)
+        torch.testing.assert_close(model.score_all_tails(h, r).double(), expected, atol=1e-4, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,40 @@ def test_evaluate_gives_the_checkpoints_metrics_from_the_bundle(shop, fp32: Path
     assert runs[""]["mrr"] == pytest.approx(runs[".ckpt"]["mrr"], abs=1e-4)
 
 
+@pytest.mark.parametrize("profile", ["portable", "x86-avx2"])
+def test_an_l1_bundle_runs_in_batches_sized_by_its_differences(shop, profile: str, monkeypatch) -> None:  # noqa: ANN001
+    """An L1 graph holds rows x W x N differences: the runtime divides its batches by W, and the answers
+    of many small runs equal those of one run."""
+    from kgedge.runtime import graph as runtime_graph
+
+    kg, _, root = shop
+    from kgedge.train.config import default_train_config
+    from kgedge.train.trainer import train_model
+
+    config = ModelConfig(model="transe", num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
+                         dim=16, options={"distance": "l1"})  # trained briefly: the int8 export checks its MRR
+    trained = train_model(kg, config, default_train_config("transe", epochs=10, seed=0, eval_every=10)).model
+    checkpoint = Checkpoint(model=trained.eval(), vocab=Vocabulary.of(kg), metadata={"data": "shop"})
+    path = export.export_bundle(checkpoint, profile, root / f"l1-{profile}", kg=kg).path
+    model = EdgeModel.load(path)
+    assert model.manifest["model"]["interaction"] == "l1" and model.manifest["model"]["width"] == 16
+    heads = np.arange(0, kg.num_entities, 3)
+    relations = np.arange(len(heads)) % (2 * kg.num_relations)
+    one_run = model.topk(heads, relations, 10)
+    runs: list[int] = []
+    session_run = model._graph.session.run
+    monkeypatch.setattr(model._graph, "session", type("Counting", (), {
+        "run": lambda self, outputs, feeds: runs.append(len(feeds["head"])) or session_run(outputs, feeds)})())
+    monkeypatch.setattr(runtime_graph, "MAX_CELLS_PER_RUN", 4 * 16 * kg.num_entities)  # 4 rows of differences
+    chunked = model.topk(heads, relations, 10)
+    assert max(runs) == 4 and sum(runs) == len(heads)
+    np.testing.assert_array_equal(chunked[0], one_run[0])
+    np.testing.assert_allclose(chunked[1], one_run[1], rtol=1e-6)
+    expected = model_scorer(checkpoint.model)(heads, relations)
+    if profile == "portable":  # and they are TransE-L1's answers
+        np.testing.assert_allclose(model.score_all(heads, relations), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_exported_archive_loads_without_torch(shop, fp32: Path) -> None:  # noqa: ANN001
     archive = Path(str(fp32) + ".tar.gz")
     assert archive.is_file()

@@ -43,8 +43,9 @@ def train(
     ),
     option: list[str] = typer.Option(
         [], "--option",
-        help="Model option KEY=VALUE (JSON value), repeatable; graph teachers: decoder=complex, num_layers=2, "
-        "fanouts=[10,10] (neighbour-sampled mini-batches, with --loss nssa), num_bases, num_heads.",
+        help="Model option KEY=VALUE (JSON value), repeatable; transe: distance=l1 (default) or l2; graph "
+        "teachers: decoder=complex, num_layers=2, fanouts=[10,10] (neighbour-sampled mini-batches, with "
+        "--loss nssa), num_bases, num_heads.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -67,7 +68,7 @@ def train(
         )
         model_config = ModelConfig(
             model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim,
-            **default_model_options(model.lower()), options=parse_options(option),
+            **default_model_options(model.lower(), parse_options(option)),
         )
         _check_options(model_config)
         if device == "auto":
@@ -109,16 +110,21 @@ def _check_options(config) -> None:  # noqa: ANN001 (ModelConfig; torch-only imp
     from kgedge.models import resolve
     from kgedge.models.factored import ENTITY_RANK, entity_rank
     from kgedge.models.graph_encoder import GraphEncoderModel
+    from kgedge.models.transe import DISTANCE, TransE, transe_distance
 
     cls = resolve(config.model)
     if issubclass(cls, GraphEncoderModel):
         cls.options_class.parse(dict(config.options))
         return
-    unknown = sorted(set(config.options) - {ENTITY_RANK})
+    allowed = {ENTITY_RANK, DISTANCE} if cls is TransE else {ENTITY_RANK}
+    unknown = sorted(set(config.options) - allowed)
     if unknown:
-        raise ValueError(f"--option {', '.join(unknown)}: {config.model} takes only entity_rank (a factored "
-                         "entity table); the other options are for the graph teachers gcn, gat, rgcn")
+        raise ValueError(f"--option {', '.join(unknown)}: {config.model} takes only {' and '.join(sorted(allowed))} "
+                         "(entity_rank: a factored entity table; distance: TransE's l1 or l2); the other options "
+                         "are for the graph teachers gcn, gat, rgcn")
     entity_rank(config.options)
+    if cls is TransE:
+        transe_distance(config.options)
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:

@@ -25,6 +25,7 @@ from kgedge.compress.teacher_cache import TeacherTopK
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
+from kgedge.models.transe import DISTANCE, transe_distance
 from kgedge.train.config import default_model_options, default_train_config
 from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import StepCallback, train_model
@@ -80,6 +81,14 @@ def student_family(teacher: KGModel, requested: str) -> str:
     if requested != "auto":
         return requested
     return teacher.config.model if teacher.config.model in KGE_FAMILIES else "complex"
+
+
+def inherited_options(teacher: KGModel, family: str) -> dict[str, object]:
+    """The model options a student of ``family`` takes from its teacher: a TransE student keeps its
+    TransE teacher's distance, so that the student learns the function the teacher computes."""
+    if family == "transe" and teacher.config.model == "transe":
+        return {DISTANCE: transe_distance(teacher.config.options)}
+    return {}
 
 
 def _test_metrics(model: KGModel, kg: KnowledgeGraph) -> dict[str, float]:
@@ -172,7 +181,7 @@ def _run_steps(
             torch.manual_seed(seed)
             family = student_family(teacher, str(s["student"]))
             config = ModelConfig(model=family, num_entities=kg.num_entities, num_relations=teacher.config.num_relations,
-                                 dim=int(s["dim"]), **default_model_options(family))
+                                 dim=int(s["dim"]), **default_model_options(family, inherited_options(teacher, family)))
             student = build(config)
             if s["init"] == "teacher":
                 init_student_from_teacher(student, teacher)

@@ -173,6 +173,7 @@ def export_bundle(
                 "name": checkpoint.config.model,
                 "dim": checkpoint.config.dim,
                 "interaction": spec.interaction,
+                "width": spec.width,
                 "config": checkpoint.config.to_dict(),
                 "checkpoint": {k: v for k, v in checkpoint.metadata.items() if k in ("data", "epoch", "valid", "materialized_from")},
             },

@@ -19,6 +19,10 @@ Top-k happens inside the graph, so the device never handles a full score row. La
    permutation (its inverse is folded when the session is created).
    Distance models (TransE, RotatE) rank by ``2 q·t - |t|²`` (the squared distance up to ``|q|²``),
    with ``|t|²`` precomputed from the stored table, and report ``-sqrt(|q|² - that)`` for the top k.
+   The L1 distance (TransE's default) is no product: ``-Σ|q - t|`` is computed over a float table
+   (:func:`_l1_scores`). A quantized L1 table is stored in integers and dequantized by nodes whose
+   inputs are all constants, which onnxruntime folds into one float table when the session is
+   created: the file keeps the small size, the session holds float32, each query reads ``N·W`` floats.
    A factored (low-rank) entity table ``E = U · V`` stores ``U`` as the table above (``[r, N]``) and
    ``V`` ``[r, W]`` in float32: the head row is ``U[h] · V``, and the query is projected to
    ``q · Vᵀ`` (width r) before the all-entity product, so scoring costs ``W·r + N·r`` instead of ``N·W``.
@@ -64,7 +68,7 @@ class GraphSpec:
 
     Attributes:
         model: registry name of the model (selects the query function).
-        interaction: ``dot`` or ``l2``.
+        interaction: ``dot``, ``l2`` or ``l1``.
         entity_table: the stored (quantized) entity table: shape ``(N, W)`` float32, or ``U``
             ``(N, r)`` when the table is factored.
         relation_table: shape ``(2R, Wr)`` float32 (reciprocals included).
@@ -114,6 +118,8 @@ def scored_bytes(spec: GraphSpec, profile: ExportProfile) -> int:
     values, or one byte per code (4-bit tables are unpacked when the session is created) plus the
     per-row scales, or the block scales of a block-scaled table (padding rows included)."""
     rows, width = spec.entity_table.shape
+    if spec.interaction == "l1":  # the float table the constant folding leaves (U · V when factored)
+        return rows * spec.width * 4
     if not profile.quantized or profile.format != "qoperator":
         return rows * width * 4
     if not block_scaled(spec, profile):
@@ -288,6 +294,28 @@ def _products(
     return g.op("Mul", g.op("Cast", product, to=FLOAT), e_scale), q_scale
 
 
+def _l1_scores(g: GraphBuilder, profile: ExportProfile, q: str, table_t: str, e_scale: str | None,
+               basis: str | None) -> str:
+    """``-Σ_w |q[b, w] - E[n, w]|`` for every entity, shape ``[B, N]`` float.
+
+    The table ``[W, N]`` (``[r, N]`` when factored) is made float by nodes whose inputs are all
+    initializers (dequantized, and multiplied out to ``U · V``), so onnxruntime folds them into one
+    float constant when the session is created and a query reads that. The differences are a
+    ``[B, W, N]`` tensor: the runtime sizes its batches by it (``kgedge.runtime.graph``).
+    """
+    table = table_t
+    if profile.quantized:
+        table = g.op("Cast", table_t, to=FLOAT)
+        if profile.weight_type == "uint8":
+            table = g.op("Sub", table, g.const(np.float32(TABLE_ZERO_POINT)))
+        table = g.op("Mul", table, e_scale)  # one scale per entity: per column of [W, N]
+    if basis is not None:  # (U · V)ᵀ = Vᵀ · Uᵀ, [W, N]
+        table = g.op("MatMul", g.op("Transpose", basis, perm=[1, 0]), table)
+    difference = g.op("Sub", g.unsqueeze(q, 2), table)  # [B, W, 1] - [W, N]
+    distance = g.op("ReduceSum", g.op("Abs", difference), g.const(np.array([1], np.int64)), keepdims=0)
+    return g.op("Neg", distance)
+
+
 MAX_TYPE_RUNS = 256
 # block scales (see :func:`block_scaled`) from this many entities on
 BLOCK_SCALES_MIN_ENTITIES = 200_000
@@ -424,9 +452,12 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
         basis = g.const(np.ascontiguousarray(spec.entity_basis.astype(np.float32)), "entity_basis")
         h = g.op("MatMul", h, basis)
     q = query_fn(g, h, r, spec.width)
-    # q · (U[t] · V) = (q · Vᵀ) · U[t]: one [B, W] x [W, r] product, then the table's
-    q_stored = q if basis is None else g.op("Gemm", q, basis, transB=1)
-    scores, q_scale = _products(g, profile, q_stored, table_t, e_scale, emulate, integer)
+    if spec.interaction == "l1":
+        scores, q_scale = _l1_scores(g, profile, q, table_t, e_scale, basis), None
+    else:
+        # q · (U[t] · V) = (q · Vᵀ) · U[t]: one [B, W] x [W, r] product, then the table's
+        q_stored = q if basis is None else g.op("Gemm", q, basis, transB=1)
+        scores, q_scale = _products(g, profile, q_stored, table_t, e_scale, emulate, integer)
     if q_scale is not None and spec.interaction == "l2":  # the norms need true products
         scores, q_scale = g.op("Mul", scores, q_scale), None
     if spec.interaction == "l2":

@@ -1,7 +1,7 @@
 """The base of every KG model: entity and relation tables plus an interaction.
 
 Every model reduces a query ``(h, r)`` to a vector ``q`` and scores it against a table of candidate
-tails, either by dot product or by (negative) Euclidean distance. That reduction is what makes one
+tails, by dot product or by a (negative) L2 or L1 distance. That reduction is what makes one
 generic ``score_all_tails`` serve training, evaluation and the exported ONNX graph alike.
 """
 
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from kgedge.models.factored import LowRankEmbedding, entity_rank
 
-Interaction = Literal["dot", "l2"]
+Interaction = Literal["dot", "l2", "l1"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,8 @@ class KGModel(nn.Module):
         table = self.entity_table()
         if self.interaction == "dot":
             return q @ table.T
+        if self.interaction == "l1":  # cdist never builds the (batch, N, width) differences
+            return -torch.cdist(q.unsqueeze(0), table.unsqueeze(0), p=1.0).squeeze(0)
         squared = (q * q).sum(1, keepdim=True) - 2.0 * q @ table.T + (table * table).sum(1)
         return -squared.clamp_min(1e-9).sqrt()
 
@@ -139,6 +141,8 @@ class KGModel(nn.Module):
         """Scores of query vectors against candidate rows (broadcast), over the last axis."""
         if self.interaction == "dot":
             return (q * t).sum(-1)
+        if self.interaction == "l1":
+            return -(q - t).abs().sum(-1)
         return -(q - t).norm(dim=-1)
 
     def factors(self, heads: Tensor, relations: Tensor, tails: Tensor) -> list[Tensor]:

@@ -1,14 +1,42 @@
-"""TransE (Bordes et al., 2013): ``score = -||h + r - t||₂``."""
+"""TransE (Bordes et al., 2013): ``score = -||h + r - t||``, with the L1 or the L2 distance.
+
+The distance is the model option ``distance`` (``l1`` or ``l2``). The paper and PyKEEN use L1, and
+kgedge trains it by default (``kgedge.train.config.MODEL_INIT``): on UMLS it reached filtered test
+MRR 0.752-0.755 against 0.727 for L2 (benchmarks/train_quality.py). A checkpoint without the option
+is L2, the distance of kgedge before the option existed. L2 keeps all-tails scoring a matrix
+product; L1 scores every entity row by its own sum of differences, which costs more at scale.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor
 
-from kgedge.models.base import KGModel
+from kgedge.models.base import Interaction, KGModel
+
+DISTANCE = "distance"
+DISTANCES: tuple[str, ...] = ("l1", "l2")
+
+
+def transe_distance(options: Mapping[str, object]) -> Interaction:
+    """The ``distance`` option of a TransE config: ``l1`` or ``l2`` (``l2`` when absent).
+
+    Raises:
+        ValueError: any other value.
+    """
+    value = options.get(DISTANCE, "l2")
+    if value not in DISTANCES:
+        raise ValueError(f"TransE option distance={value!r}; allowed: {', '.join(DISTANCES)}")
+    return value  # type: ignore[return-value]
 
 
 class TransE(KGModel):
     interaction = "l2"
+
+    def __init__(self, config) -> None:  # noqa: ANN001 (ModelConfig; same signature as the base)
+        super().__init__(config)
+        self.interaction = transe_distance(config.options)  # type: ignore[misc]  (per instance: chosen distance)
 
     def query(self, heads: Tensor, relations: Tensor) -> Tensor:
         return self.entity(heads) + self.relation(relations)

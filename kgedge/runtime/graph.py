@@ -16,8 +16,8 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
-# Each run materialises a (rows, N) float32 score matrix inside onnxruntime; chunk the batch so
-# that it stays near 32 MiB (8M cells) whatever N is.
+# Each run materialises a (rows, N) float32 score matrix inside onnxruntime, (rows, W, N) for an L1
+# model's differences; chunk the batch so that it stays near 32 MiB (8M cells) whatever N is.
 MAX_CELLS_PER_RUN = 1 << 23
 OUTPUTS = ["ids", "scores"]
 
@@ -29,10 +29,14 @@ class TopKGraph:
         session: a session whose I/O follows the contract (see ``session.GRAPH_INPUTS``).
         entity_types: shape ``(N,)`` integer type id of each entity.
         num_types: ``T``, the length of ``allowed_types``.
+        cells_per_entity: floats the graph holds per entity and query row: 1 (a score), or the row
+            width for the L1 distance, whose graph holds every difference.
     """
 
-    def __init__(self, session: ort.InferenceSession, entity_types: np.ndarray, num_types: int) -> None:
+    def __init__(self, session: ort.InferenceSession, entity_types: np.ndarray, num_types: int,
+                 cells_per_entity: int = 1) -> None:
         self.session = session
+        self.cells_per_entity = cells_per_entity
         self.entity_types = entity_types
         self.num_types = num_types
         self.num_entities = len(entity_types)
@@ -52,7 +56,7 @@ class TopKGraph:
     def _run(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
              exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw graph outputs over chunks of rows: ids ``(B, k)`` int64, scores ``(B, k)`` float32."""
-        rows = max(1, MAX_CELLS_PER_RUN // self.num_entities)
+        rows = max(1, MAX_CELLS_PER_RUN // (self.num_entities * self.cells_per_entity))
         k_input = self._k_inputs.get(k)
         if k_input is None:
             k_input = self._k_inputs.setdefault(k, np.array([k], dtype=np.int64))

