@@ -132,7 +132,7 @@ def test_an_l1_bundle_is_stored_in_integers_and_scored_from_a_table_folded_once(
     absolute = next(node for node in optimized.graph.node if node.op_type == "Abs")
     subtract = next(node for node in optimized.graph.node if absolute.input[0] in node.output)
     table = next(folded[name] for name in subtract.input if name in folded)  # q - table: the table is constant
-    assert table.data_type == onnx.TensorProto.FLOAT and tuple(table.dims) == (16, 60)
+    assert table.data_type == onnx.TensorProto.FLOAT and tuple(table.dims) == (60, 16)
 
 
 @pytest.mark.parametrize("width", [15, 16])

@@ -87,7 +87,7 @@ def test_evaluate_gives_the_checkpoints_metrics_from_the_bundle(shop, fp32: Path
 
 @pytest.mark.parametrize("profile", ["portable", "x86-avx2"])
 def test_an_l1_bundle_runs_in_batches_sized_by_its_differences(shop, profile: str, monkeypatch) -> None:  # noqa: ANN001
-    """An L1 graph holds rows x W x N differences: the runtime divides its batches by W, and the answers
+    """An L1 graph holds rows x N x W differences: the runtime divides its batches by W, and the answers
     of many small runs equal those of one run."""
     from kgedge.runtime import graph as runtime_graph
 

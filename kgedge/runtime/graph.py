@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
-# Each run materialises a (rows, N) float32 score matrix inside onnxruntime, (rows, W, N) for an L1
+# Each run materialises a (rows, N) float32 score matrix inside onnxruntime, (rows, N, W) for an L1
 # model's differences; chunk the batch so that it stays near 32 MiB (8M cells) whatever N is.
 MAX_CELLS_PER_RUN = 1 << 23
 OUTPUTS = ["ids", "scores"]
