@@ -6,8 +6,9 @@
 Accuracy: `kgedge train --data D --model transe --dim 256` with `--option distance=l1` and `=l2`, every
 other setting the default; filtered test MRR (both directions) per seed.
 Latency: random TransE tables (64 reals per row), one per distance with the same values, exported with the
-`x86-avx2` profile; p50 / p95 of single top-10 queries through `EdgeModel` at 1 thread, the two distances
-interleaved query by query so that other jobs on the machine slow both alike.
+`x86-avx2` profile; p50 / p95 of single top-10 queries through `EdgeModel` at 1 thread. The distances
+alternate in rounds of 50 queries (5 untimed first), so that other jobs on the machine slow both alike
+while neither evicts the other's table from the cache query by query.
 Writes benchmarks/results/transe_distance.{json,md}.
 """
 
@@ -35,6 +36,7 @@ from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import train_model
 
 DISTANCES = ("l1", "l2")
+ROUNDS, WARM_UP = 6, 5  # latency: rounds per distance, untimed queries at the start of each round
 
 
 def accuracy_rows(datasets: list[str], seeds: list[int]) -> list[dict[str, object]]:
@@ -76,13 +78,15 @@ def latency_rows(sizes: list[int], queries: int, root: Path) -> list[dict[str, o
         rng = np.random.default_rng(0)
         heads, relations = rng.integers(0, n, queries), rng.integers(0, base.model.config.num_relations, queries)
         times: dict[str, list[float]] = {d: [] for d in DISTANCES}
-        for i in range(-20, queries):  # 20 warm-up queries, then timed, the distances interleaved
+        per_round = queries // ROUNDS
+        for r in range(ROUNDS):  # the distances alternate by rounds: each round warms its own table first
             for distance, model in models.items():
-                j = i % queries
-                start = time.perf_counter()
-                model.topk(heads[j : j + 1], relations[j : j + 1], 10)
-                if i >= 0:
-                    times[distance].append(time.perf_counter() - start)
+                for i in range(-WARM_UP, per_round):
+                    j = (r * per_round + i) % queries
+                    start = time.perf_counter()
+                    model.topk(heads[j : j + 1], relations[j : j + 1], 10)
+                    if i >= 0:
+                        times[distance].append(time.perf_counter() - start)
         p50 = {d: float(np.median(t)) * 1e6 for d, t in times.items()}
         for distance in DISTANCES:
             rows.append({"entities": n, "width": 64, "distance": distance, "p50_us": round(p50[distance]),
