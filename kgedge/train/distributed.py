@@ -154,6 +154,10 @@ def process_group(device: str = "auto", timeout_s: float = 3600.0) -> Iterator[D
     log.info("rank %d of %d joined the %s process group (%s)", rank, world, backend, device)
     try:
         yield DistributedContext(rank, world, local_rank, backend, device)
+        # leave together: a rank that tore its gloo pairs down while rank 0 was still writing the
+        # checkpoint aborted once in CI ("terminate called without an active exception", SIGABRT).
+        # Skipped on an exception: torchrun stops the other ranks then.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
