@@ -2,7 +2,7 @@
 
 The distance is the model option ``distance`` (``l1`` or ``l2``). The paper and PyKEEN use L1, and
 kgedge trains it by default (``kgedge.train.config.MODEL_INIT``): on UMLS, with the defaults, it
-beats L2 by 0.03-0.05 filtered test MRR (benchmarks/train_quality.py). A checkpoint without the option
+beats L2 by 0.03-0.05 filtered test MRR (benchmarks/transe_distance.py). A checkpoint without the option
 is L2, the distance of kgedge before the option existed. L2 keeps all-tails scoring a matrix
 product; L1 scores every entity row by its own sum of differences, which costs more at scale.
 """
