@@ -165,8 +165,8 @@ def test_model_options_reach_a_graph_teacher(permutation_kg_dir: Path, tmp_path:
     assert options["fanouts"] in ([3, 2], (3, 2)) and options["decoder"] == "complex"
 
 
-@pytest.mark.parametrize(("options", "distance"), [([], "l1"), (["--option", "distance=l2"], "l2")])
-def test_transe_trains_with_the_l1_distance_unless_told_otherwise(permutation_kg_dir: Path, tmp_path: Path,
+@pytest.mark.parametrize(("options", "distance"), [([], "l2"), (["--option", "distance=l1"], "l1")])
+def test_transe_trains_with_the_l2_distance_unless_told_otherwise(permutation_kg_dir: Path, tmp_path: Path,
                                                                    options: list[str], distance: str) -> None:
     ckpt = tmp_path / "transe.ckpt"
     trained = _invoke("train", "--data", permutation_kg_dir, "--model", "transe", "--dim", 8, "--epochs", 1,

@@ -43,7 +43,7 @@ def train(
     ),
     option: list[str] = typer.Option(
         [], "--option",
-        help="Model option KEY=VALUE (JSON value), repeatable; transe: distance=l1 (default) or l2; graph "
+        help="Model option KEY=VALUE (JSON value), repeatable; transe: distance=l2 (default) or l1; graph "
         "teachers: decoder=complex, num_layers=2, fanouts=[10,10] (neighbour-sampled mini-batches, with "
         "--loss nssa), num_bases, num_heads.",
     ),
