@@ -60,7 +60,8 @@ def accuracy_rows(datasets: list[str], seeds: list[int]) -> list[dict[str, objec
     return rows
 
 
-def training_cost_rows(sizes: list[int], batch: int = 512, width: int = 256, repeats: int = 3) -> list[dict[str, object]]:
+def training_cost_rows(sizes: list[int], batch: int = 512, width: int = 256,
+                       repeats: int = 3) -> list[dict[str, object]]:
     """Seconds of one 1-N training step's scoring (forward and backward over every entity), per distance."""
     rows = []
     for n in sizes:

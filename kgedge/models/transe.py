@@ -3,7 +3,7 @@
 The distance is the model option ``distance`` (``l2``, the default, or ``l1``; a checkpoint without the
 option is L2). L2 keeps all-tails scoring a matrix product, in training and on the device. The paper's
 L1 scores every entity row by its own sum of differences: on UMLS it beats L2 by 0.03-0.05 filtered
-test MRR, on the demo shop KG it loses by 0.03, and it costs 18x more per 1-N training batch at 40k
+test MRR, on the demo shop KG it loses by 0.03, and it costs 12-15x more per 1-N training batch at 2k-40k
 entities and 5-17x more per device query (benchmarks/transe_distance.py).
 """
 

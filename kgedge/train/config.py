@@ -113,7 +113,7 @@ MODEL_DEFAULTS: dict[str, dict[str, object]] = {
 # ModelConfig defaults per model: RotatE starts from larger vectors so that the softmax over negative
 # distances is not flat at the start. TransE keeps the L2 distance (benchmarks/transe_distance.py): the
 # paper's L1 wins on UMLS (test MRR 0.764-0.773 vs 0.723-0.730) and Nations, but loses on the demo
-# shop KG (0.337 vs 0.371), trains 18x slower per batch at 40k entities (its 1-N scores are no matrix
+# shop KG (0.337 vs 0.371), trains 12-15x slower per batch at 2k-40k entities (its 1-N scores are no matrix
 # product) and answers 5-17x slower on the device; `--option distance=l1` chooses it
 MODEL_INIT: dict[str, dict[str, object]] = {
     "rotate": {"init_scale": 0.1},
