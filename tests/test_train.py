@@ -17,7 +17,7 @@ from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import ModelConfig, build
 from kgedge.train import losses
 from kgedge.train.checkpoint import load_checkpoint, load_resume_state
-from kgedge.train.config import LOSSES, MODEL_DEFAULTS, TrainConfig, default_train_config
+from kgedge.train.config import LOSSES, MODEL_DEFAULTS, TrainConfig, default_model_options, default_train_config
 from kgedge.train.negatives import NegativeSampler
 from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import TrainResult, train_model
@@ -271,6 +271,16 @@ def test_default_train_config_applies_model_defaults_then_overrides() -> None:
     assert config == TrainConfig(**{**base.to_dict(), "epochs": 7, "loss": "nssa"})
     assert default_train_config("no-such-model") == TrainConfig()
     assert TrainConfig(**config.to_dict()) == config
+
+
+def test_model_options_lay_the_users_over_the_models_defaults_without_changing_them() -> None:
+    assert default_model_options("transe") == {"options": {"distance": "l2"}}
+    assert default_model_options("transe", {"distance": "l1", "entity_rank": 8}) == {
+        "options": {"distance": "l1", "entity_rank": 8}}
+    assert default_model_options("transe", {"entity_rank": 8}) == {"options": {"distance": "l2", "entity_rank": 8}}
+    assert default_model_options("transe") == {"options": {"distance": "l2"}}  # the defaults were not mutated
+    assert default_model_options("rotate", {"entity_rank": 4}) == {"init_scale": 0.1, "options": {"entity_rank": 4}}
+    assert default_model_options("complex") == {} and default_model_options("complex", {}) == {}
 
 
 def test_one_n_losses_match_their_definitions() -> None:
