@@ -50,6 +50,17 @@ def _checkpoint(name: str, kg: KnowledgeGraph, dim: int = 16, seed: int = 0) -> 
     return Checkpoint(model=build(config).eval(), vocab=Vocabulary.of(kg), metadata={"data": "tiny"})
 
 
+def _optimized(model: onnx.ModelProto, tmp_path: Path) -> onnx.ModelProto:
+    """The graph as onnxruntime runs it, after the optimizations it applies when a session is created
+    (constant folding among them)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp_path / "optimized.onnx"))
+
+
 def _run(model: onnx.ModelProto, heads, relations, k, allowed, exclude):
     return session_for(model).run(None, {
         "head": np.asarray(heads, np.int64), "relation": np.asarray(relations, np.int64),
@@ -119,15 +130,10 @@ def test_an_l1_graph_scores_the_l1_distance_to_the_stored_table(profile: str) ->
 
 def test_an_l1_bundle_is_stored_in_integers_and_scored_from_a_table_folded_once(tmp_path: Path) -> None:
     """The file keeps the int8 codes; the session folds their dequantization into one float table."""
-    import onnxruntime as ort
-
     model = build_graph(graph_spec(_checkpoint("transe-l1", _tiny_kg())), resolve_profile("x86-avx2"))
     codes = next(i for i in model.graph.initializer if i.name == "entity_codes_t")
     assert codes.data_type == onnx.TensorProto.UINT8
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    optimized = _optimized(model, tmp_path)
     folded = {init.name: init for init in optimized.graph.initializer}
     absolute = next(node for node in optimized.graph.node if node.op_type == "Abs")
     subtract = next(node for node in optimized.graph.node if absolute.input[0] in node.output)
@@ -308,18 +314,13 @@ def test_block_scaled_rows_are_ordered_by_scale_within_type_runs() -> None:
 
 def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: pytest.MonkeyPatch,
                                                                  tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     kg = _tiny_kg(num_entities=60)
     with monkeypatch.context() as patch:
         patch.setattr(export_graph, "BLOCKED_TOPK_MIN_ENTITIES", 0)
         patch.setattr(export_graph, "BLOCK_SCALES_MIN_ENTITIES", 0)
         model = build_graph(graph_spec(_checkpoint("distmult", kg)), resolve_profile("x86-avx2"))
     assert Counter(node.op_type for node in model.graph.node)["ScatterElements"] == 2  # the inverse, the exclusions
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    optimized = _optimized(model, tmp_path)
     assert Counter(node.op_type for node in optimized.graph.node)["ScatterElements"] == 1  # only the exclusions run
 
 
@@ -327,15 +328,10 @@ def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: py
 def test_the_relation_table_is_dequantized_once_when_the_session_is_created(profile: str, tmp_path: Path) -> None:
     """A query gathers one float row of the relation table: the int8 codes times their scales are folded
     into a constant at session creation, so no Cast of the codes is left to run per query."""
-    import onnxruntime as ort
-
     model = build_graph(graph_spec(_checkpoint("distmult", _tiny_kg())), resolve_profile(profile))
     codes = {node.output[0] for node in model.graph.node if node.op_type == "Cast" and "relation_codes" in node.input}
     assert len(codes) == 1  # the table is cast as a whole, not a gathered row
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    optimized = _optimized(model, tmp_path)
     assert not any("relation_codes" in node.input or "relation_scales" in node.input for node in optimized.graph.node)
     gathered = [node for node in optimized.graph.node if node.op_type == "Gather" and "relation" in node.input]
     folded = {init.name: init for init in optimized.graph.initializer}

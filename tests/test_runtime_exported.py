@@ -90,11 +90,10 @@ def test_an_l1_bundle_runs_in_batches_sized_by_its_differences(shop, profile: st
     """An L1 graph holds rows x N x W differences: the runtime divides its batches by W, and the answers
     of many small runs equal those of one run."""
     from kgedge.runtime import graph as runtime_graph
-
-    kg, _, root = shop
     from kgedge.train.config import default_train_config
     from kgedge.train.trainer import train_model
 
+    kg, _, root = shop
     config = ModelConfig(model="transe", num_entities=kg.num_entities, num_relations=2 * kg.num_relations,
                          dim=16, options={"distance": "l1"})  # trained briefly: the int8 export checks its MRR
     trained = train_model(kg, config, default_train_config("transe", epochs=10, seed=0, eval_every=10)).model

@@ -25,7 +25,7 @@ from kgedge.compress.teacher_cache import TeacherTopK
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import KGModel, ModelConfig, build
-from kgedge.models.transe import DISTANCE, transe_distance
+from kgedge.models.transe import DISTANCE
 from kgedge.train.config import default_model_options, default_train_config
 from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import StepCallback, train_model
@@ -87,7 +87,7 @@ def inherited_options(teacher: KGModel, family: str) -> dict[str, object]:
     """The model options a student of ``family`` takes from its teacher: a TransE student keeps its
     TransE teacher's distance, so that the student learns the function the teacher computes."""
     if family == "transe" and teacher.config.model == "transe":
-        return {DISTANCE: transe_distance(teacher.config.options)}
+        return {DISTANCE: teacher.interaction}
     return {}
 
 
