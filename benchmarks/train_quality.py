@@ -1,10 +1,11 @@
 """Teacher quality with defaults only (issue: foundation): filtered test MRR and training time.
 
-    python benchmarks/train_quality.py                 # UMLS, Nations (4 models, dim 256), demo
+    python benchmarks/train_quality.py                 # UMLS, Nations (and Kinships) x 4 models, dim 256; demo
     python benchmarks/train_quality.py --wordnet       # + ComplEx-256 on wordnet-rr (30 min budget)
     python benchmarks/train_quality.py --only-wordnet  # just that (results/train_quality_wordnet-rr.md)
     python benchmarks/train_quality.py --pykeen        # + PyKEEN rows when `pykeen` is installed
 
+Kinships, a real KG outside ../shared, comes from the `pykeen` wheel when the [bench] extra is installed.
 Each model is trained exactly as `kgedge train --data D --model M --dim 256` would (per-model
 defaults, early stopping on validation MRR); its test metrics are the filtered, both-direction ones of
 `kgedge evaluate`. Writes benchmarks/results/train_quality.{json,md}.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from common import RESULTS, machine, markdown_table, write_results
 
-from kgedge.data.sources import load_data
+from kgedge.data.sources import load_data, pykeen_dataset_dir
 from kgedge.evaluate import evaluate_link_prediction, popularity_scorer, recommendation_metrics
 from kgedge.models import ModelConfig
 from kgedge.train.config import default_model_options, default_train_config
@@ -28,8 +29,14 @@ from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import train_model
 
 KGE = ("complex", "rotate", "distmult", "transe")
+REAL = ("umls", "nations", "kinships")  # kinships only where pykeen ships it
 # the wordnet-rr teacher is kept where benchmarks/compression.py and export_quality.py look for it
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
+
+
+def available(data: str) -> bool:
+    """Whether ``data`` can be loaded here (kinships needs the pykeen wheel)."""
+    return data != "kinships" or pykeen_dataset_dir(data) is not None
 
 
 def run(data: str, model: str, dim: int, max_time: float = 0.0) -> dict[str, object]:
@@ -89,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     if not args.only_wordnet:
-        rows += [run(data, model, args.dim) for data in ("umls", "nations") for model in KGE]
+        rows += [run(data, model, args.dim) for data in REAL for model in KGE if available(data)]
         if not args.skip_demo:
             rows.append(run("demo", "complex", args.dim))
         else:  # keep the last measured demo row
@@ -99,7 +106,7 @@ def main() -> None:
     if args.wordnet or args.only_wordnet:
         rows.append(run("wordnet-rr", "complex", args.dim, max_time=1800.0))
     if args.pykeen:
-        for row in [r for r in rows if r["data"] in ("umls", "nations")]:
+        for row in [r for r in rows if r["data"] in REAL]:
             peer = pykeen_row(str(row["data"]), str(row["model"]), args.dim, int(row["epochs"]))
             if peer is not None:
                 rows.append(peer)

@@ -165,8 +165,8 @@ def test_model_options_reach_a_graph_teacher(permutation_kg_dir: Path, tmp_path:
     assert options["fanouts"] in ([3, 2], (3, 2)) and options["decoder"] == "complex"
 
 
-@pytest.mark.parametrize(("options", "distance"), [([], "l2"), (["--option", "distance=l1"], "l1")])
-def test_transe_trains_with_the_l2_distance_unless_told_otherwise(permutation_kg_dir: Path, tmp_path: Path,
+@pytest.mark.parametrize(("options", "distance"), [([], "l1"), (["--option", "distance=l2"], "l2")])
+def test_transe_trains_with_the_l1_distance_unless_told_otherwise(permutation_kg_dir: Path, tmp_path: Path,
                                                                    options: list[str], distance: str) -> None:
     ckpt = tmp_path / "transe.ckpt"
     trained = _invoke("train", "--data", permutation_kg_dir, "--model", "transe", "--dim", 8, "--epochs", 1,
@@ -176,6 +176,35 @@ def test_transe_trains_with_the_l2_distance_unless_told_otherwise(permutation_kg
 
     model = load_checkpoint(ckpt).model
     assert model.config.options["distance"] == distance and model.interaction == distance
+
+
+def test_train_options_reach_the_training_and_the_model(permutation_kg_dir: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "rotate.ckpt"
+    trained = _invoke("train", "--data", permutation_kg_dir, "--model", "rotate", "--dim", 8, "--epochs", 2,
+                      "--label-smoothing", 0.3, "--dropout", 0.25, "--init-scale", 0.05, "--eval-every", 2,
+                      "--patience", 4, "--out", ckpt, "--json")
+    assert trained.exit_code == 0, trained.output
+    from kgedge.train.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(ckpt)
+    train_config = saved.metadata["train_config"]
+    assert (train_config["label_smoothing"], train_config["eval_every"], train_config["patience"]) == (0.3, 2, 4)
+    assert train_config["loss"] == "1n_ce" and train_config["regularizer"] == "none"  # the rest stays rotate's
+    assert (saved.model.config.dropout, saved.model.config.init_scale) == (0.25, 0.05)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--num-negatives", "8"], "--num-negatives set the negative sampling of --loss nssa; this run's loss is 1n_ce"),
+    (["--loss", "nssa", "--type-constrained"], "--type-constrained needs entity types, and perm has one"),
+    (["--label-smoothing", "1.5"], "label_smoothing=1.5 is out of range"),
+    (["--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
+])
+def test_bad_training_flags_are_one_line_errors(permutation_kg_dir: Path, tmp_path: Path, flags: list[str],
+                                                message: str) -> None:
+    line = _error_line(_invoke("train", "--data", permutation_kg_dir, "--model", "distmult", "--dim", 8, *flags,
+                               "--out", tmp_path / "m.ckpt"))
+    assert message in line
+    assert not (tmp_path / "m.ckpt").exists()
 
 
 @pytest.mark.parametrize(("model", "option", "message"), [

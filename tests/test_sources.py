@@ -20,7 +20,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No real cache, data folder or PyKEEN copy leaks in: every test sets what it needs."""
     monkeypatch.setenv("KGEDGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("KGEDGE_DATA", str(tmp_path / "no-data-here"))
-    monkeypatch.setattr(sources, "_pykeen_dir", lambda name: None)
+    monkeypatch.setattr(sources, "pykeen_dataset_dir", lambda name: None)
 
 
 def test_builtin_names() -> None:

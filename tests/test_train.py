@@ -139,6 +139,25 @@ def test_early_stopping_stops_when_validation_stops_improving(kg: KnowledgeGraph
     assert [h["epoch"] for h in result.history] == list(range(2, result.epochs_run + 1, 2))
 
 
+@pytest.mark.parametrize(("distance", "loss", "warned"), [("l1", "1n_ce", True), ("l2", "1n_ce", False),
+                                                     ("l1", "nssa", False)])
+def test_training_warns_when_every_step_scores_all_entities_by_l1(
+        kg: KnowledgeGraph, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        distance: str, loss: str, warned: bool) -> None:
+    """1-N L1 scoring has no matrix product: past a size, training says so and names the faster ways."""
+    from kgedge.train import trainer
+
+    config = ModelConfig(model="transe", num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=8,
+                         options={"distance": distance})
+    monkeypatch.setattr(trainer, "SLOW_L1_CELLS", kg.num_entities * 8)  # this KG is exactly at the threshold
+    with caplog.at_level("WARNING", logger="kgedge.train.trainer"):
+        train_model(kg, config, default_train_config("transe", epochs=1, loss=loss))
+    lines = [r.getMessage() for r in caplog.records if "L1 distance" in r.getMessage()]
+    assert len(lines) == int(warned)
+    if warned:
+        assert f"({kg.num_entities} x 8 reals per query" in lines[0] and "--loss nssa" in lines[0]
+
+
 def test_time_budget_stops_training_and_keeps_the_best_model(kg: KnowledgeGraph) -> None:
     config = default_train_config("distmult", epochs=100_000, batch_size=8, eval_every=1_000, max_time_s=0.3, seed=0)
     result = train_model(kg, _model_config(kg, "distmult"), config)
@@ -274,11 +293,11 @@ def test_default_train_config_applies_model_defaults_then_overrides() -> None:
 
 
 def test_model_options_lay_the_users_over_the_models_defaults_without_changing_them() -> None:
-    assert default_model_options("transe") == {"options": {"distance": "l2"}}
-    assert default_model_options("transe", {"distance": "l1", "entity_rank": 8}) == {
-        "options": {"distance": "l1", "entity_rank": 8}}
-    assert default_model_options("transe", {"entity_rank": 8}) == {"options": {"distance": "l2", "entity_rank": 8}}
-    assert default_model_options("transe") == {"options": {"distance": "l2"}}  # the defaults were not mutated
+    assert default_model_options("transe") == {"options": {"distance": "l1"}}
+    assert default_model_options("transe", {"distance": "l2", "entity_rank": 8}) == {
+        "options": {"distance": "l2", "entity_rank": 8}}
+    assert default_model_options("transe", {"entity_rank": 8}) == {"options": {"distance": "l1", "entity_rank": 8}}
+    assert default_model_options("transe") == {"options": {"distance": "l1"}}  # the defaults were not mutated
     assert default_model_options("rotate", {"entity_rank": 4}) == {"init_scale": 0.1, "options": {"entity_rank": 4}}
     assert default_model_options("complex") == {} and default_model_options("complex", {}) == {}
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from kgedge.cli.common import print_json, print_table, require_torch, user_errors
-
-DATA_HELP = "Dataset directory or built-in name: demo, nations, umls, wordnet-rr (the last three under $KGEDGE_DATA)."
+from kgedge.cli.model_cmds import DATA_HELP
 
 
 def embed(

@@ -17,7 +17,8 @@ from kgedge.cli.common import (
     user_errors,
 )
 
-DATA_HELP = "Dataset directory or built-in name: demo, nations, umls, wordnet-rr (the last three under $KGEDGE_DATA)."
+DATA_HELP = ("Dataset directory or built-in name: demo, nations, umls, wordnet-rr (the last three under $KGEDGE_DATA), "
+             "or kinships when the bench extra installed pykeen (read from its wheel).")
 
 
 def train(
@@ -32,6 +33,21 @@ def train(
     optimizer: str | None = typer.Option(None, "--optimizer", help="adagrad or adam."),
     regularizer: str | None = typer.Option(None, "--regularizer", help="n3, l2 or none."),
     reg_weight: float | None = typer.Option(None, "--reg-weight", help="Regularisation weight."),
+    label_smoothing: float | None = typer.Option(
+        None, "--label-smoothing", help="Label smoothing of the 1-N losses, in [0, 1)."),
+    num_negatives: int | None = typer.Option(None, "--num-negatives", help="Negative tails per triple (--loss nssa)."),
+    margin: float | None = typer.Option(
+        None, "--margin", help="Margin gamma of the distance models under --loss nssa."),
+    type_constrained: bool | None = typer.Option(
+        None, "--type-constrained/--no-type-constrained",
+        help="--loss nssa draws negative tails of the true tail's type (needs entity_types.tsv).",
+    ),
+    dropout: float | None = typer.Option(None, "--dropout", help="Dropout on the query vector in training, in [0, 1)."),
+    init_scale: float | None = typer.Option(
+        None, "--init-scale", help="Std of the normal initialisation (model default if unset)."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Validate every this many epochs."),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Stop after this many validations without improvement."),
     max_time: float | None = typer.Option(None, "--max-time", help="Training budget in seconds; the best model so far is kept."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (runs repeat exactly on CPU)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
@@ -43,9 +59,9 @@ def train(
     ),
     option: list[str] = typer.Option(
         [], "--option",
-        help="Model option KEY=VALUE (JSON value), repeatable; transe: distance=l2 (default) or l1; graph "
-        "teachers: decoder=complex, num_layers=2, fanouts=[10,10] (neighbour-sampled mini-batches, with "
-        "--loss nssa), num_bases, num_heads.",
+        help="Model option KEY=VALUE (JSON value), repeatable; transe: distance=l1 (default) or l2 (a matrix "
+        "product: much faster to train and serve); graph teachers: decoder=complex, num_layers=2, "
+        "fanouts=[10,10] (neighbour-sampled mini-batches, with --loss nssa), num_bases, num_heads.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -65,10 +81,20 @@ def train(
         config = default_train_config(
             model.lower(), epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, optimizer=optimizer,
             regularizer=regularizer, reg_weight=reg_weight, max_time_s=max_time, seed=seed,
+            label_smoothing=label_smoothing, num_negatives=num_negatives, margin=margin,
+            type_constrained=type_constrained, eval_every=eval_every, patience=patience,
         )
+        sampling = [name for name, value in (("--num-negatives", num_negatives), ("--margin", margin),
+                                              ("--type-constrained", type_constrained)) if value is not None]
+        if sampling and config.loss != "nssa":
+            raise ValueError(f"{', '.join(sampling)} set the negative sampling of --loss nssa; "
+                             f"this run's loss is {config.loss}")
+        if config.type_constrained and len(kg.type_names) < 2:
+            raise ValueError(f"--type-constrained needs entity types, and {kg.name} has one (no entity_types.tsv)")
+        initialisation = {k: v for k, v in (("dropout", dropout), ("init_scale", init_scale)) if v is not None}
         model_config = ModelConfig(
             model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim,
-            **default_model_options(model.lower(), parse_options(option)),
+            **{**default_model_options(model.lower(), parse_options(option)), **initialisation},
         )
         _check_options(model_config)
         if device == "auto":

@@ -49,7 +49,7 @@ def demo_dir() -> Path:
     return directory
 
 
-def _pykeen_dir(name: str) -> Path | None:
+def pykeen_dataset_dir(name: str) -> Path | None:
     """The directory of a small dataset shipped inside the optional ``pykeen`` wheel."""
     try:
         import pykeen  # noqa: F401  (optional: only to locate its bundled files)
@@ -75,7 +75,7 @@ def resolve_data(spec: str | Path) -> Path:
         directory = data_root() / name
         if (directory / "train.txt").is_file():
             return directory
-        bundled = _pykeen_dir(name)
+        bundled = pykeen_dataset_dir(name)
         if bundled is not None:
             return bundled
         raise KGFormatError(
@@ -83,7 +83,7 @@ def resolve_data(spec: str | Path) -> Path:
             f"that holds {name}/train.txt (the repo's CI uses ../shared/data), or install kgedge[bench] "
             "so that PyKEEN's bundled copies of nations and umls are used"
         )
-    bundled = _pykeen_dir(name)
+    bundled = pykeen_dataset_dir(name)
     if bundled is not None:
         return bundled
     raise KGFormatError(

@@ -23,6 +23,10 @@ from kgedge.train.negatives import NegativeSampler
 
 log = logging.getLogger(__name__)
 
+# entity rows x width above which the 1-N L1 scores (no matrix product) make training slow enough to say so:
+# about 2 s per batch of 512 on one 2-core machine (benchmarks/transe_distance.py: 3.1 s at 14,541 x 256)
+SLOW_L1_CELLS = 2_000_000
+
 # (epoch, step, steps_per_epoch, loss, triples_per_second)
 StepCallback = Callable[[int, int, int, float, float], None]
 # (model, batch of (h, r, t) rows, the model's all-tail scores of the batch when the loss computed
@@ -47,6 +51,16 @@ def _seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
     return torch.Generator().manual_seed(seed)
+
+
+def _warn_if_slow_l1(model: KGModel, config: TrainConfig) -> None:
+    cells = model.config.num_entities * model.entity_width
+    if model.interaction == "l1" and config.loss != "nssa" and cells >= SLOW_L1_CELLS:
+        log.warning(
+            "%s scores all %d entities by the L1 distance in every 1-N step (%d x %d reals per query, no matrix "
+            "product: 10-15x the time of an L2 step); --loss nssa (sampled negatives) or --option distance=l2 "
+            "trains much faster", model.config.model, model.config.num_entities, model.config.num_entities,
+            model.entity_width)
 
 
 def _make_optimizer(model: KGModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -121,6 +135,7 @@ def train_model(
     model = (model if model is not None else build(model_config)).to(device)
     if isinstance(model, GraphEncoderModel):  # graph teachers keep the training graph as buffers
         attach_graph(model, kg)
+    _warn_if_slow_l1(model, config)
     optimizer = _make_optimizer(model, config)
     queries = torch.as_tensor(kg.with_reciprocals(kg.train))
     types = kg.entity_types if config.type_constrained else None
