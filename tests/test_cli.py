@@ -178,6 +178,22 @@ def test_transe_trains_with_the_l1_distance_unless_told_otherwise(permutation_kg
     assert model.config.options["distance"] == distance and model.interaction == distance
 
 
+@pytest.mark.parametrize(("flags", "loss"), [([], "nssa"), (["--loss", "1n_ce"], "1n_ce")])
+def test_a_big_l1_transe_trains_with_sampled_negatives_unless_the_loss_is_given(
+        permutation_kg_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], loss: str) -> None:
+    from kgedge.train import config
+
+    monkeypatch.setattr(config, "L1_ONE_N_MAX_CELLS", 80 * 8)  # the 80-entity KG at dim 8 counts as big
+    ckpt = tmp_path / "transe.ckpt"
+    trained = _invoke("train", "--data", permutation_kg_dir, "--model", "transe", "--dim", 8, "--epochs", 1,
+                      *flags, "--out", ckpt, "--json")
+    assert trained.exit_code == 0, trained.output
+    from kgedge.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(ckpt).metadata["train_config"]["loss"] == loss
+    assert ("training with sampled negatives (--loss nssa)" in trained.stderr) == (loss == "nssa")
+
+
 def test_train_options_reach_the_training_and_the_model(permutation_kg_dir: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "rotate.ckpt"
     trained = _invoke("train", "--data", permutation_kg_dir, "--model", "rotate", "--dim", 8, "--epochs", 2,

@@ -17,7 +17,15 @@ from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import ModelConfig, build
 from kgedge.train import losses
 from kgedge.train.checkpoint import load_checkpoint, load_resume_state
-from kgedge.train.config import LOSSES, MODEL_DEFAULTS, TrainConfig, default_model_options, default_train_config
+from kgedge.train.config import (
+    L1_ONE_N_MAX_CELLS,
+    LOSSES,
+    MODEL_DEFAULTS,
+    TrainConfig,
+    default_model_options,
+    default_train_config,
+    l1_loss_for_size,
+)
 from kgedge.train.negatives import NegativeSampler
 from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import TrainResult, train_model
@@ -290,6 +298,20 @@ def test_default_train_config_applies_model_defaults_then_overrides() -> None:
     assert config == TrainConfig(**{**base.to_dict(), "epochs": 7, "loss": "nssa"})
     assert default_train_config("no-such-model") == TrainConfig()
     assert TrainConfig(**config.to_dict()) == config
+
+
+def test_l1_models_train_with_sampled_negatives_from_a_size_on_unless_the_loss_was_chosen() -> None:
+    base = default_train_config("transe")
+    l1, l2 = {"distance": "l1"}, {"distance": "l2"}
+    at = -(-L1_ONE_N_MAX_CELLS // 256)  # the fewest entities of width 256 at or past the threshold
+    assert l1_loss_for_size(base, "transe", l1, at - 1, 256, loss_chosen=False) is base  # below: 1-N stays
+    sized = l1_loss_for_size(base, "transe", l1, at, 256, loss_chosen=False)
+    assert sized.loss == "nssa" and sized == base.updated(loss="nssa")  # only the loss changes
+    assert l1_loss_for_size(base, "transe", l1, at, 256, loss_chosen=True) is base  # the user's 1n_ce stands
+    assert l1_loss_for_size(base, "transe", l2, 10 * at, 256, loss_chosen=False) is base  # L2 is a matrix product
+    assert l1_loss_for_size(base, "transe", {}, 10 * at, 256, loss_chosen=False) is base  # no option: L2
+    complex_base = default_train_config("complex")
+    assert l1_loss_for_size(complex_base, "complex", {}, 10 * at, 256, loss_chosen=False) is complex_base
 
 
 def test_model_options_lay_the_users_over_the_models_defaults_without_changing_them() -> None:

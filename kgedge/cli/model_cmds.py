@@ -71,7 +71,7 @@ def train(
 
     from kgedge.data.sources import load_data
     from kgedge.models import ModelConfig, resolve
-    from kgedge.train.config import default_model_options, default_train_config
+    from kgedge.train.config import default_model_options, default_train_config, l1_loss_for_size
     from kgedge.train.distributed import DistributedContext, launched_by_torchrun, process_group, train_distributed
     from kgedge.train.trainer import train_model
 
@@ -84,6 +84,19 @@ def train(
             label_smoothing=label_smoothing, num_negatives=num_negatives, margin=margin,
             type_constrained=type_constrained, eval_every=eval_every, patience=patience,
         )
+        initialisation = {k: v for k, v in (("dropout", dropout), ("init_scale", init_scale)) if v is not None}
+        model_config = ModelConfig(
+            model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim,
+            **{**default_model_options(model.lower(), parse_options(option)), **initialisation},
+        )
+        _check_options(model_config)
+        sized = l1_loss_for_size(config, model_config.model, model_config.options, kg.num_entities, dim,
+                                 loss_chosen=loss is not None)
+        if sized is not config:
+            typer.secho(f"{model_config.model} with the L1 distance at {kg.num_entities:,} entities: training with "
+                        "sampled negatives (--loss nssa), as 1-N steps would score every entity without a matrix "
+                        "product; --loss 1n_ce forces them, --option distance=l2 keeps 1-N fast", err=True)
+            config = sized
         sampling = [name for name, value in (("--num-negatives", num_negatives), ("--margin", margin),
                                               ("--type-constrained", type_constrained)) if value is not None]
         if sampling and config.loss != "nssa":
@@ -91,12 +104,6 @@ def train(
                              f"this run's loss is {config.loss}")
         if config.type_constrained and len(kg.type_names) < 2:
             raise ValueError(f"--type-constrained needs entity types, and {kg.name} has one (no entity_types.tsv)")
-        initialisation = {k: v for k, v in (("dropout", dropout), ("init_scale", init_scale)) if v is not None}
-        model_config = ModelConfig(
-            model=model.lower(), num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=dim,
-            **{**default_model_options(model.lower(), parse_options(option)), **initialisation},
-        )
-        _check_options(model_config)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         with ExitStack() as stack:

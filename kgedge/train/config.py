@@ -122,6 +122,26 @@ MODEL_INIT: dict[str, dict[str, object]] = {
 }
 
 
+# 1-N scores by the L1 distance are no matrix product: from this many entity cells (entities x row width) on,
+# a 1-N step takes seconds (benchmarks/transe_distance.py, 1 thread: 2.9-3.1 s per batch of 512 at 14,541 x 256,
+# 10-15x an L2 step), so an L1 model trains with sampled negatives (nssa) unless told otherwise. On wordnet-rr
+# (41k entities) in the same 8 minutes: TransE-L1 with nssa test MRR 0.215 (1 thread) / 0.223 (2 threads),
+# TransE-L2 with 1-N 0.072 / 0.134 (benchmarks/results/transe_distance_wordnet-rr.md, `kgedge train`).
+L1_ONE_N_MAX_CELLS = 2_000_000
+
+
+def l1_loss_for_size(config: TrainConfig, model: str, options: dict[str, object], num_entities: int, dim: int,
+                     loss_chosen: bool) -> TrainConfig:
+    """``config`` with ``nssa`` in place of a default 1-N loss when ``model`` scores by the L1 distance
+    and the KG is too big for 1-N L1 steps (``L1_ONE_N_MAX_CELLS``); unchanged when the user chose the
+    loss (``loss_chosen``) or nothing is L1."""
+    if loss_chosen or config.loss == "nssa" or model != "transe" or options.get("distance") != "l1":
+        return config
+    if num_entities * dim < L1_ONE_N_MAX_CELLS:
+        return config
+    return config.updated(loss="nssa")
+
+
 def default_model_options(model: str, options: dict[str, object] | None = None) -> dict[str, object]:
     """Keyword arguments for ``ModelConfig`` that ``model`` prefers (e.g. its init scale), with
     ``options`` (e.g. from the command line) laid over the model's default options."""

@@ -16,16 +16,15 @@ from kgedge.models import KGModel, ModelConfig, build
 from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
 from kgedge.train import losses
 from kgedge.train.checkpoint import Vocabulary, load_resume_state, resume_path
-from kgedge.train.config import TrainConfig
+from kgedge.train.config import L1_ONE_N_MAX_CELLS, TrainConfig
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.memory import retain_freed_memory
 from kgedge.train.negatives import NegativeSampler
 
 log = logging.getLogger(__name__)
 
-# entity rows x width above which the 1-N L1 scores (no matrix product) make training slow enough to say so:
-# about 2 s per batch of 512 on one 2-core machine (benchmarks/transe_distance.py: 3.1 s at 14,541 x 256)
-SLOW_L1_CELLS = 2_000_000
+# entity rows x width from which the 1-N L1 scores (no matrix product) make training slow enough to say so
+SLOW_L1_CELLS = L1_ONE_N_MAX_CELLS
 
 # (epoch, step, steps_per_epoch, loss, triples_per_second)
 StepCallback = Callable[[int, int, int, float, float], None]
