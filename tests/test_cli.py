@@ -209,6 +209,22 @@ def test_train_options_reach_the_training_and_the_model(permutation_kg_dir: Path
     assert (saved.model.config.dropout, saved.model.config.init_scale) == (0.25, 0.05)
 
 
+def test_type_constrained_sampling_reaches_the_training(write_kg, tmp_path: Path) -> None:  # noqa: ANN001
+    from conftest import permutation_triples
+
+    s = permutation_triples()
+    entities = {e for split in s.values() for h, _, t in split for e in (h, t)}
+    kg_dir = write_kg(s["train"], s["valid"], s["test"], types={e: f"t{i % 2}" for i, e in enumerate(sorted(entities))})
+    ckpt = tmp_path / "m.ckpt"
+    trained = _invoke("train", "--data", kg_dir, "--model", "distmult", "--dim", 8, "--epochs", 1, "--loss", "nssa",
+                      "--type-constrained", "--num-negatives", 4, "--out", ckpt, "--json")
+    assert trained.exit_code == 0, trained.output
+    from kgedge.train.checkpoint import load_checkpoint
+
+    train_config = load_checkpoint(ckpt).metadata["train_config"]
+    assert (train_config["type_constrained"], train_config["num_negatives"], train_config["loss"]) == (True, 4, "nssa")
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--num-negatives", "8"], "--num-negatives set the negative sampling of --loss nssa; this run's loss is 1n_ce"),
     (["--loss", "nssa", "--type-constrained"], "--type-constrained needs entity types, and perm has one"),

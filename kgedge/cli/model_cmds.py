@@ -38,8 +38,8 @@ def train(
     num_negatives: int | None = typer.Option(None, "--num-negatives", help="Negative tails per triple (--loss nssa)."),
     margin: float | None = typer.Option(
         None, "--margin", help="Margin gamma of the distance models under --loss nssa."),
-    type_constrained: bool | None = typer.Option(
-        None, "--type-constrained/--no-type-constrained",
+    type_constrained: bool = typer.Option(
+        False, "--type-constrained",
         help="--loss nssa draws negative tails of the true tail's type (needs entity_types.tsv).",
     ),
     dropout: float | None = typer.Option(None, "--dropout", help="Dropout on the query vector in training, in [0, 1)."),
@@ -82,7 +82,7 @@ def train(
             model.lower(), epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, optimizer=optimizer,
             regularizer=regularizer, reg_weight=reg_weight, max_time_s=max_time, seed=seed,
             label_smoothing=label_smoothing, num_negatives=num_negatives, margin=margin,
-            type_constrained=type_constrained, eval_every=eval_every, patience=patience,
+            type_constrained=type_constrained or None, eval_every=eval_every, patience=patience,
         )
         initialisation = {k: v for k, v in (("dropout", dropout), ("init_scale", init_scale)) if v is not None}
         model_config = ModelConfig(
@@ -98,7 +98,7 @@ def train(
                         "product; --loss 1n_ce forces them, --option distance=l2 keeps 1-N fast", err=True)
             config = sized
         sampling = [name for name, value in (("--num-negatives", num_negatives), ("--margin", margin),
-                                              ("--type-constrained", type_constrained)) if value is not None]
+                                              ("--type-constrained", type_constrained or None)) if value is not None]
         if sampling and config.loss != "nssa":
             raise ValueError(f"{', '.join(sampling)} set the negative sampling of --loss nssa; "
                              f"this run's loss is {config.loss}")
