@@ -153,11 +153,11 @@ def test_training_warns_when_every_step_scores_all_entities_by_l1(
         kg: KnowledgeGraph, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         distance: str, loss: str, warned: bool) -> None:
     """1-N L1 scoring has no matrix product: past a size, training says so and names the faster ways."""
-    from kgedge.train import trainer
+    from kgedge.train import config as train_config
 
     config = ModelConfig(model="transe", num_entities=kg.num_entities, num_relations=2 * kg.num_relations, dim=8,
                          options={"distance": distance})
-    monkeypatch.setattr(trainer, "SLOW_L1_CELLS", kg.num_entities * 8)  # this KG is exactly at the threshold
+    monkeypatch.setattr(train_config, "L1_ONE_N_MAX_CELLS", kg.num_entities * 8)  # this KG is exactly at the threshold
     with caplog.at_level("WARNING", logger="kgedge.train.trainer"):
         train_model(kg, config, default_train_config("transe", epochs=1, loss=loss))
     lines = [r.getMessage() for r in caplog.records if "L1 distance" in r.getMessage()]

@@ -130,14 +130,21 @@ MODEL_INIT: dict[str, dict[str, object]] = {
 L1_ONE_N_MAX_CELLS = 2_000_000
 
 
+def one_n_l1_is_slow(interaction: str | None, num_entities: int, width: int) -> bool:
+    """Whether 1-N steps that score every entity by the L1 distance are slow at this size
+    (``L1_ONE_N_MAX_CELLS``): what both the loss default and the trainer's warning ask."""
+    return interaction == "l1" and num_entities * width >= L1_ONE_N_MAX_CELLS
+
+
 def l1_loss_for_size(config: TrainConfig, model: str, options: dict[str, object], num_entities: int, dim: int,
                      loss_chosen: bool) -> TrainConfig:
     """``config`` with ``nssa`` in place of a default 1-N loss when ``model`` scores by the L1 distance
-    and the KG is too big for 1-N L1 steps (``L1_ONE_N_MAX_CELLS``); unchanged when the user chose the
+    and the KG is too big for 1-N L1 steps (:func:`one_n_l1_is_slow`); unchanged when the user chose the
     loss (``loss_chosen``) or nothing is L1."""
-    if loss_chosen or config.loss == "nssa" or model != "transe" or options.get("distance") != "l1":
-        return config
-    if num_entities * dim < L1_ONE_N_MAX_CELLS:
+    from kgedge.models.transe import transe_distance  # torch-side; config itself stays import-light
+
+    interaction = transe_distance(options) if model == "transe" else None
+    if loss_chosen or config.loss == "nssa" or not one_n_l1_is_slow(interaction, num_entities, dim):
         return config
     return config.updated(loss="nssa")
 

@@ -16,15 +16,12 @@ from kgedge.models import KGModel, ModelConfig, build
 from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
 from kgedge.train import losses
 from kgedge.train.checkpoint import Vocabulary, load_resume_state, resume_path
-from kgedge.train.config import L1_ONE_N_MAX_CELLS, TrainConfig
+from kgedge.train.config import TrainConfig, one_n_l1_is_slow
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.memory import retain_freed_memory
 from kgedge.train.negatives import NegativeSampler
 
 log = logging.getLogger(__name__)
-
-# entity rows x width from which the 1-N L1 scores (no matrix product) make training slow enough to say so
-SLOW_L1_CELLS = L1_ONE_N_MAX_CELLS
 
 # (epoch, step, steps_per_epoch, loss, triples_per_second)
 StepCallback = Callable[[int, int, int, float, float], None]
@@ -53,8 +50,7 @@ def _seed_everything(seed: int) -> torch.Generator:
 
 
 def _warn_if_slow_l1(model: KGModel, config: TrainConfig) -> None:
-    cells = model.config.num_entities * model.entity_width
-    if model.interaction == "l1" and config.loss != "nssa" and cells >= SLOW_L1_CELLS:
+    if config.loss != "nssa" and one_n_l1_is_slow(model.interaction, model.config.num_entities, model.entity_width):
         log.warning(
             "%s scores all %d entities by the L1 distance in every 1-N step (%d x %d reals per query, no matrix "
             "product: 10-15x the time of an L2 step); --loss nssa (sampled negatives) or --option distance=l2 "
