@@ -12,6 +12,14 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def real_datasets() -> list[str]:
+    """The small real KGs a benchmark runs: UMLS and Nations, and Kinships (outside ../shared) when the
+    `pykeen` wheel that ships it is installed."""
+    from kgedge.data.sources import pykeen_dataset_dir
+
+    return ["umls", "nations"] + (["kinships"] if pykeen_dataset_dir("kinships") is not None else [])
+
+
 def machine() -> dict[str, object]:
     """CPU model, cores, flags of interest and library versions, recorded with every result."""
     info: dict[str, object] = {"python": sys.version.split()[0], "platform": platform.platform(),

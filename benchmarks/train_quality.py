@@ -19,9 +19,9 @@ import os
 import time
 from pathlib import Path
 
-from common import RESULTS, machine, markdown_table, write_results
+from common import RESULTS, machine, markdown_table, real_datasets, write_results
 
-from kgedge.data.sources import load_data, pykeen_dataset_dir
+from kgedge.data.sources import load_data
 from kgedge.evaluate import evaluate_link_prediction, popularity_scorer, recommendation_metrics
 from kgedge.models import ModelConfig
 from kgedge.train.config import default_model_options, default_train_config
@@ -29,14 +29,8 @@ from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import train_model
 
 KGE = ("complex", "rotate", "distmult", "transe")
-REAL = ("umls", "nations", "kinships")  # kinships only where pykeen ships it
 # the wordnet-rr teacher is kept where benchmarks/compression.py and export_quality.py look for it
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
-
-
-def available(data: str) -> bool:
-    """Whether ``data`` can be loaded here (kinships needs the pykeen wheel)."""
-    return data != "kinships" or pykeen_dataset_dir(data) is not None
 
 
 def run(data: str, model: str, dim: int, max_time: float = 0.0) -> dict[str, object]:
@@ -96,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     if not args.only_wordnet:
-        rows += [run(data, model, args.dim) for data in REAL for model in KGE if available(data)]
+        rows += [run(data, model, args.dim) for data in real_datasets() for model in KGE]
         if not args.skip_demo:
             rows.append(run("demo", "complex", args.dim))
         else:  # keep the last measured demo row
@@ -106,7 +100,7 @@ def main() -> None:
     if args.wordnet or args.only_wordnet:
         rows.append(run("wordnet-rr", "complex", args.dim, max_time=1800.0))
     if args.pykeen:
-        for row in [r for r in rows if r["data"] in REAL]:
+        for row in [r for r in rows if r["data"] in real_datasets()]:
             peer = pykeen_row(str(row["data"]), str(row["model"]), args.dim, int(row["epochs"]))
             if peer is not None:
                 rows.append(peer)

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, markdown_table, write_results
+from common import machine, markdown_table, real_datasets, write_results
 from latency_peers import random_checkpoint
 
-from kgedge.data.sources import load_data, pykeen_dataset_dir
+from kgedge.data.sources import load_data
 from kgedge.evaluate import evaluate_link_prediction
 from kgedge.export import export_bundle, resolve_profile
 from kgedge.models import ModelConfig, build
@@ -166,7 +166,7 @@ def main() -> None:
     seeds = [0] if args.quick else [0, 1, 2]
     sizes = [14_541] if args.quick else [14_541, 100_000]
     started = time.time()
-    real = ["umls", "nations"] + (["kinships"] if pykeen_dataset_dir("kinships") is not None else [])
+    real = real_datasets()
     accuracy = accuracy_rows(real, seeds) + accuracy_rows(["demo"], [0])
     training = training_cost_rows([2_000, 14_541] if args.quick else [2_000, 14_541, 40_943])
     with tempfile.TemporaryDirectory(prefix="kgedge-transe-distance-") as tmp:
