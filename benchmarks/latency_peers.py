@@ -16,7 +16,9 @@ Configurations:
 Variants: torch eager (teacher, student), the bundle through ``EdgeModel.topk`` (what a device
 calls) and through a bare ``session.run`` (the graph alone), fp32 (``portable``) and int8 (every
 profile this CPU runs), numpy (``E @ q`` + argpartition), PyKEEN's ``score_t`` + topk and
-``predict_target`` when ``pykeen`` is importable, and prototypes of the int8 graph.
+``predict_target`` when ``pykeen`` is importable, and prototypes of the int8 graph. At N = 14,541 the
+same model class on both sides too: for ComplEx, RotatE and TransE (L1), kgedge's int8 bundle of a random
+64-real student of the class beside PyKEEN serving the class at dim 256 (the teacher it was compressed from).
 
 The limit: bytes of the entity table (int8 codes + scales, or fp32) / streaming read bandwidth of
 one core (numpy over 256 MiB, timed in the same rounds) + onnxruntime TopK over N scores + one
@@ -63,7 +65,7 @@ from kgedge.models import ModelConfig, build
 from kgedge.quantization import stored_bytes
 from kgedge.runtime import EdgeModel
 from kgedge.train.checkpoint import Checkpoint, Vocabulary, load_checkpoint, save_checkpoint
-from kgedge.train.config import default_train_config
+from kgedge.train.config import default_model_options, default_train_config
 from kgedge.train.scorer import model_scorer
 from kgedge.train.trainer import train_model
 
@@ -77,6 +79,10 @@ QUERIES = 512
 NUM_RELATIONS = 8
 # the width of the teachers the compression issue measures against (dim 256, fp32): what PyKEEN would serve
 TEACHER_WIDTH = 256
+COMPLEX_MODELS = ("complex", "rotate")
+# the same model class on both sides (N = 14,541): kgedge serves an int8 student of STUDENT_WIDTH reals per row,
+# PyKEEN the class at dim TEACHER_WIDTH (PyKEEN's dim counts complex numbers, as kgedge's does)
+SAME_CLASS = {"complex": "ComplEx", "rotate": "RotatE", "transe": "TransE"}
 # the demo KG's type shares; ids sorted by name put each type in one run
 TYPE_SHARES = {"accessory": 0.10, "brand": 0.02, "category": 0.01, "intent": 0.07, "product": 0.35, "user": 0.45}
 DRAM_BUFFER = 256 << 20
@@ -113,7 +119,9 @@ class ConfigResult:
 # -- models and bundles -------------------------------------------------------------------------------
 
 
-def random_checkpoint(n: int, width: int, seed: int = 0) -> Checkpoint:
+def random_checkpoint(n: int, width: int, seed: int = 0, model_name: str = "distmult") -> Checkpoint:
+    """A ``model_name`` model with random tables of ``width`` reals per entity row (complex models: ``width / 2``
+    complex dimensions), with the model's default options (TransE: the L1 distance)."""
     rng = np.random.default_rng(seed)
     counts = {t: int(share * n) for t, share in TYPE_SHARES.items()}
     counts["user"] += n - sum(counts.values())
@@ -121,12 +129,14 @@ def random_checkpoint(n: int, width: int, seed: int = 0) -> Checkpoint:
     for type_id, (name, count) in enumerate(counts.items()):
         names += [f"{name}_{i:07d}" for i in range(count)]
         types += [type_id] * count
-    model = build(ModelConfig("distmult", n, 2 * NUM_RELATIONS, dim=width))
+    dim = width // 2 if model_name in COMPLEX_MODELS else width
+    options = default_model_options(model_name).get("options", {})
+    model = build(ModelConfig(model_name, n, 2 * NUM_RELATIONS, dim=dim, options=options))
     with torch.no_grad():
-        model.entity.weight.copy_(torch.from_numpy(rng.normal(size=(n, width)).astype(np.float32)))
-        model.relation.weight.copy_(torch.from_numpy(rng.normal(size=(2 * NUM_RELATIONS, width)).astype(np.float32)))
+        for table in (model.entity.weight, model.relation.weight):
+            table.copy_(torch.from_numpy(rng.normal(size=tuple(table.shape)).astype(np.float32)))
     vocab = Vocabulary(names, [f"r{i}" for i in range(NUM_RELATIONS)], np.array(types, np.int64), list(counts))
-    return Checkpoint(model.eval(), vocab, {"data": f"random-{n}"})
+    return Checkpoint(model.eval(), vocab, {"data": f"random-{n}", "model": model_name})
 
 
 def trained_checkpoints(dataset: str, budget_s: float) -> tuple[Checkpoint, Checkpoint]:
@@ -232,13 +242,13 @@ def _width(manifest: dict) -> int:
 
 
 def pykeen_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray,
-                    suffix: str = "") -> tuple[list[Variant], str]:
-    """PyKEEN's DistMult with ``width`` reals per row: raw ``score_t`` + topk, and ``predict_target``.
+                    suffix: str = "", model_class: str = "DistMult", predict: bool = True) -> tuple[list[Variant], str]:
+    """PyKEEN's ``model_class`` at ``embedding_dim=width``: raw ``score_t`` + topk, and ``predict_target``.
 
     ``suffix`` tells the variants apart when the same configuration times PyKEEN at two widths."""
     try:
         import pykeen
-        from pykeen.models import DistMult
+        import pykeen.models
         from pykeen.predict import predict_target
         from pykeen.triples import CoreTriplesFactory
     except ImportError as err:
@@ -247,21 +257,50 @@ def pykeen_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray
     triples = torch.as_tensor(np.stack([rng.integers(0, n, 1000), rng.integers(0, NUM_RELATIONS, 1000),
                                         rng.integers(0, n, 1000)], axis=1))
     factory = CoreTriplesFactory.create(mapped_triples=triples, num_entities=n, num_relations=NUM_RELATIONS)
-    model = DistMult(triples_factory=factory, embedding_dim=width, random_seed=0).eval()
+    model = getattr(pykeen.models, model_class)(triples_factory=factory, embedding_dim=width, random_seed=0).eval()
     hr = [torch.tensor([[int(h) % n, int(r) % NUM_RELATIONS]]) for h, r in zip(heads, relations)]
 
     def raw(i: int) -> object:
         with torch.inference_mode():
             return torch.topk(model.score_t(hr[i]), K, dim=1).indices
 
-    def predict(i: int) -> object:
+    def predict_one(i: int) -> object:
         return predict_target(model=model, head=int(hr[i][0, 0]), relation=int(hr[i][0, 1]),
                               triples_factory=factory).df.head(K)
 
     version = getattr(pykeen, "__version__", None) or pykeen.get_version()
-    note = f"pykeen {version} DistMult dim {width}, random init"
-    return [Variant(f"pykeen score_t + topk{suffix}", "pykeen", raw, "random", "fp32", n * width * 4, note=note),
-            Variant(f"pykeen predict_target{suffix}", "pykeen", predict, "random", "fp32", n * width * 4, note=note)], note
+    note = f"pykeen {version} {model_class} dim {width}, random init"
+    table = sum(p.numel() * p.element_size() for p in model.entity_representations.parameters())
+    variants = [Variant(f"pykeen score_t + topk{suffix}", "pykeen", raw, "random", "fp32", table, note=note)]
+    if predict:
+        variants.append(Variant(f"pykeen predict_target{suffix}", "pykeen", predict_one, "random", "fp32", table, note=note))
+    return variants, note
+
+
+def same_class_variants(n: int, width: int, heads: np.ndarray, relations: np.ndarray, tag: str,
+                        result: ConfigResult) -> list[Variant]:
+    """For each class of ``SAME_CLASS``: kgedge's int8 bundle of a random ``width``-real student of that class
+    (EdgeModel) and PyKEEN serving the class at dim ``TEACHER_WIDTH`` (score_t + topk), on the same queries.
+
+    The speedup over PyKEEN's raw scoring "for the same model" depends on the class: PyKEEN scores DistMult with
+    one product, but ComplEx, RotatE and TransE through broadcast interactions."""
+    variants: list[Variant] = []
+    profile = int8_profiles()[0]
+    for name, pykeen_class in SAME_CLASS.items():
+        pk, note = pykeen_variants(n, TEACHER_WIDTH, heads, relations, suffix=f" {pykeen_class} (d={TEACHER_WIDTH})",
+                                   model_class=pykeen_class, predict=False)
+        if not pk:
+            return []
+        checkpoint = random_checkpoint(n, width, model_name=name)
+        path, manifest = bundle_for(checkpoint, profile, CACHE / "bundles" / f"{tag}-{name}-{profile}", None, True)
+        model = EdgeModel.load(path, intra_op_threads=1)
+        one = [(heads[i:i + 1], relations[i:i + 1]) for i in range(len(heads))]
+        variants.append(Variant(f"kgedge {pykeen_class} int8 {profile}, {width} reals (EdgeModel)", "same-class",
+                                lambda i, m=model: m.topk(*one[i], K), "random", "int8",
+                                manifest["sizes"].get("scored_bytes_per_query")))
+        variants += pk
+        result.checks[f"same class {pykeen_class}"] = f"kgedge {name}, {width} reals per row, int8 {profile}; {note}"
+    return variants
 
 
 def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, relations: np.ndarray,
@@ -426,6 +465,8 @@ def measure_config(name: str, tag: str, kind: str, checkpoints: dict[str, Checkp
             extra, note = pykeen_variants(n, TEACHER_WIDTH, heads, relations, suffix=f" (d={TEACHER_WIDTH})")
             variants += extra
             result.checks[f"pykeen d={TEACHER_WIDTH}"] = note
+            if n == min(args.pykeen_at):
+                variants += same_class_variants(n, width, heads, relations, tag, result)
     if kind == "random" and width == 64 and n >= 100_000:
         variants += prototype_variants(student, models, heads, relations, bundles, result)
     variants += limit_variants(n, width, len(student.vocab.type_names), dram["buffer"])
