@@ -389,13 +389,24 @@ def test_a_recipe_reports_exported_bytes_and_the_share_of_the_teacher(kg: Knowle
     assert result.teacher["mrr"] > 0.9 and last.teacher_share > 0.9  # the permutation survives 32 -> 6 dims
 
 
+@pytest.mark.parametrize("teacher_name", ["transe", "distmult", "rotate"])
+def test_an_auto_student_is_complex_whatever_the_teacher(kg: KnowledgeGraph, teacher_name: str) -> None:
+    """``student = "auto"`` distils into ComplEx (benchmarks/student_family.py), initialised from the teacher's table."""
+    torch.manual_seed(0)
+    teacher = _model(kg, teacher_name, 16).eval()
+    recipe = Recipe.from_dict({"name": "t", "steps": [{"kind": "distill", "dim": 4, "epochs": 1}]})
+    result = run_recipe(teacher, kg, recipe, seed=0)
+    assert (result.model.config.model, result.model.config.dim) == ("complex", 4)
+    assert result.steps[0].model == "complex" and result.steps[0].mrr == pytest.approx(_mrr(result.model, kg))
+
+
 @pytest.mark.parametrize("distance", ["l1", "l2"])
 def test_a_transe_student_keeps_its_teachers_distance(kg: KnowledgeGraph, distance: str) -> None:
     """Whatever the default, a TransE student learns the distance its TransE teacher computes."""
     torch.manual_seed(0)
     teacher = build(ModelConfig("transe", kg.num_entities, 2 * kg.num_relations, 16,
                                 options={"distance": distance})).eval()
-    recipe = Recipe.from_dict({"name": "t", "steps": [{"kind": "distill", "dim": 8, "epochs": 1}]})
+    recipe = Recipe.from_dict({"name": "t", "steps": [{"kind": "distill", "student": "transe", "dim": 8, "epochs": 1}]})
     result = run_recipe(teacher, kg, recipe, seed=0)
     assert result.model.config.model == "transe" and result.model.interaction == distance
     assert result.model.config.options["distance"] == distance
