@@ -202,10 +202,10 @@ def _unpacked_int4(g: GraphBuilder, codes_t: np.ndarray) -> str:
 
 
 def _gather_rows(  # noqa: ANN202
-    g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str, relation: str,
+    g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str,
     order: StoredOrder | None = None, block: int | None = None,
 ):
-    """Returns (head rows [B, W] float, relation rows [B, Wr] float, table node info).
+    """Returns (head rows [B, W] float, the float relation table [R, Wr] (constants only), table node info).
 
     ``order``: a block-scaled table's row order; the table is then stored in that order with one
     scale per ``block`` rows.
@@ -214,7 +214,7 @@ def _gather_rows(  # noqa: ANN202
         table_t = g.const(np.ascontiguousarray(spec.entity_table.T.astype(np.float32)), "entity_table_t")
         relations = g.const(spec.relation_table.astype(np.float32), "relation_table")
         h = g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0])
-        return h, g.op("Gather", relations, relation, axis=0), (table_t, None)
+        return h, relations, (table_t, None)
     if order is None:
         codes, scales = quantize_rows(spec.entity_table, profile.table_bits)
     else:
@@ -235,12 +235,12 @@ def _gather_rows(  # noqa: ANN202
     scale_index = head if order is None else g.op("Div", head, g.const(np.int32(block)))
     h = g.op("Mul", h_codes, g.unsqueeze(g.op("Gather", e_scale, scale_index, axis=0), 1))
     # the relation table is dequantized by nodes whose inputs are all constants: onnxruntime folds them
-    # into one float table when the session is created (2R rows: small), and a query gathers one row
-    # of it instead of running four nodes for it
+    # into one float table when the session is created (2R rows: small); the query function gathers
+    # rows of it (or of tables it derives from it, folded alike)
     r_codes_c = g.const(r_codes, "relation_codes")
     r_scale = g.const(r_scales, "relation_scales")
     r_table = g.op("Mul", g.op("Cast", r_codes_c, to=FLOAT), g.unsqueeze(r_scale, 1))
-    return h, g.op("Gather", r_table, relation, axis=0), (table_t, e_scale)
+    return h, r_table, (table_t, e_scale)
 
 
 def _products(
@@ -449,12 +449,12 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     g = GraphBuilder()
     # block-scaled rows are stored in scale order: ids map to positions through the inverse permutation
     order = _stored_order(g, spec, num_entities) if integer else None
-    h, r, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", "relation", order, block)
+    h, r_table, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", order, block)
     basis = None
     if spec.entity_basis is not None:  # factored: rows of U are coordinates in the basis V
         basis = g.const(np.ascontiguousarray(spec.entity_basis.astype(np.float32)), "entity_basis")
         h = g.op("MatMul", h, basis)
-    q = query_fn(g, h, r, spec.width)
+    q = query_fn(g, h, r_table, "relation", spec.width)
     if spec.interaction == "l1":
         scores, q_scale = _l1_scores(g, profile, q, table_t, e_scale, basis), None
     else:

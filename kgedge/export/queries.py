@@ -1,16 +1,42 @@
 """Each model's query ``q = f(h, r)`` as ONNX nodes: the ONNX twin of ``KGModel.query``.
 
-The registry is a plain dict keyed by model name, so a new model adds one function here.
+A query function gets the whole relation table, not the query's relation row: whatever depends on the
+relation alone (a complex relation's two halves laid out for the product, RotatE's cosines and sines) is
+computed from the table by nodes whose inputs are all constants, which onnxruntime folds into tables
+once, when the session is created. A query then gathers rows of those tables and runs only the nodes
+that involve the head: one ``Mul`` for DistMult, one ``Add`` for TransE, and for ComplEx and RotatE
+
+    q = h ⊙ A[r] + swap(h) ⊙ B[r],   A = [re | re],  B = [-im | im],  swap([x | y]) = [y | x]
+
+(``[h_re·r_re - h_im·r_im | h_im·r_re + h_re·r_im]``), five nodes where slicing and concatenating the
+halves per query took eleven. The registry is a plain dict keyed by model name, so a new model adds one
+function here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from kgedge.export.builder import GraphBuilder
 
-# (builder, head rows [B, W], relation rows [B, Wr], W) -> query name [B, W]
-QueryFn = Callable[[GraphBuilder, str, str, int], str]
+# (builder, head rows [B, W], relation table [R, Wr] (constants only), relation ids [B], W) -> query [B, W]
+QueryFn = Callable[[GraphBuilder, str, str, str, int], str]
+
+
+def _rows(g: GraphBuilder, table: str, relation: str) -> str:
+    return g.op("Gather", table, relation, axis=0)
+
+
+def _rotate_by(g: GraphBuilder, h: str, re: str, im: str, relation: str, width: int) -> str:
+    """``h ∘ (re + i·im)`` per complex dimension; ``re``, ``im``: tables ``[R, W/2]`` of constants."""
+    same = g.op("Concat", re, re, axis=-1)  # A
+    signed = g.op("Concat", g.op("Neg", im), im, axis=-1)  # B
+    half = width // 2
+    swap = g.const(np.concatenate([np.arange(half, width), np.arange(half)]).astype(np.int64), "swap_halves")
+    swapped = g.op("Gather", h, swap, axis=1)
+    return g.op("Add", g.op("Mul", h, _rows(g, same, relation)), g.op("Mul", swapped, _rows(g, signed, relation)))
 
 
 def _halves(g: GraphBuilder, x: str, width: int) -> tuple[str, str]:
@@ -18,28 +44,21 @@ def _halves(g: GraphBuilder, x: str, width: int) -> tuple[str, str]:
     return g.slice_last(x, 0, half), g.slice_last(x, half, width)
 
 
-def _rotate_by(g: GraphBuilder, h: str, r_re: str, r_im: str, width: int) -> str:
-    h_re, h_im = _halves(g, h, width)
-    real = g.op("Sub", g.op("Mul", h_re, r_re), g.op("Mul", h_im, r_im))
-    imag = g.op("Add", g.op("Mul", h_re, r_im), g.op("Mul", h_im, r_re))
-    return g.op("Concat", real, imag, axis=-1)
+def distmult(g: GraphBuilder, h: str, table: str, relation: str, width: int) -> str:
+    return g.op("Mul", h, _rows(g, table, relation))
 
 
-def distmult(g: GraphBuilder, h: str, r: str, width: int) -> str:
-    return g.op("Mul", h, r)
+def transe(g: GraphBuilder, h: str, table: str, relation: str, width: int) -> str:
+    return g.op("Add", h, _rows(g, table, relation))
 
 
-def transe(g: GraphBuilder, h: str, r: str, width: int) -> str:
-    return g.op("Add", h, r)
+def complex_(g: GraphBuilder, h: str, table: str, relation: str, width: int) -> str:
+    re, im = _halves(g, table, width)
+    return _rotate_by(g, h, re, im, relation, width)
 
 
-def complex_(g: GraphBuilder, h: str, r: str, width: int) -> str:
-    r_re, r_im = _halves(g, r, width)
-    return _rotate_by(g, h, r_re, r_im, width)
-
-
-def rotate(g: GraphBuilder, h: str, r: str, width: int) -> str:
-    return _rotate_by(g, h, g.op("Cos", r), g.op("Sin", r), width)
+def rotate(g: GraphBuilder, h: str, table: str, relation: str, width: int) -> str:
+    return _rotate_by(g, h, g.op("Cos", table), g.op("Sin", table), relation, width)
 
 
 QUERIES: dict[str, QueryFn] = {"distmult": distmult, "transe": transe, "complex": complex_, "rotate": rotate}
