@@ -85,7 +85,7 @@ def compress(
 def distill(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (any model, graph encoders included)."),
     data: str = typer.Option(..., "--data", help=DATA_HELP),
-    student: str = typer.Option("auto", "--student", help="Student model (transe, distmult, complex, rotate); auto = complex, which matched or beat the teacher's own family at the same bytes (benchmarks/student_family.py)."),
+    student: str = typer.Option("auto", "--student", help="Student model (transe, distmult, complex, rotate); auto = complex, which matched or beat the teacher's own family at the same reals per row (benchmarks/student_family.py)."),
     dim: int = typer.Option(24, "--dim", help="Student dimension (8-64 typical)."),
     out: Path = typer.Option(..., "--out", help="Student checkpoint to write."),
     alpha: float = typer.Option(1.0, "--alpha", help="Weight of the soft (KL) loss."),
