@@ -34,7 +34,7 @@ def _rotate_by(g: GraphBuilder, h: str, re: str, im: str, relation: str, width: 
     same = g.op("Concat", re, re, axis=-1)  # A
     signed = g.op("Concat", g.op("Neg", im), im, axis=-1)  # B
     half = width // 2
-    swap = g.const(np.concatenate([np.arange(half, width), np.arange(half)]).astype(np.int64), "swap_halves")
+    swap = g.const(np.concatenate([np.arange(half, width), np.arange(half)]).astype(np.int64))
     swapped = g.op("Gather", h, swap, axis=1)
     return g.op("Add", g.op("Mul", h, _rows(g, same, relation)), g.op("Mul", swapped, _rows(g, signed, relation)))
 
