@@ -61,7 +61,7 @@ from kgedge.export import graph as export_graph
 from kgedge.export.bundle import graph_spec
 from kgedge.export.graph import build_graph, scored_bytes
 from kgedge.export.profile import available_profiles, cpu_supports, load_profile
-from kgedge.models import ModelConfig, build
+from kgedge.models import ModelConfig, build, resolve
 from kgedge.quantization import stored_bytes
 from kgedge.runtime import EdgeModel
 from kgedge.train.checkpoint import Checkpoint, Vocabulary, load_checkpoint, save_checkpoint
@@ -79,9 +79,8 @@ QUERIES = 512
 NUM_RELATIONS = 8
 # the width of the teachers the compression issue measures against (dim 256, fp32): what PyKEEN would serve
 TEACHER_WIDTH = 256
-COMPLEX_MODELS = ("complex", "rotate")
-# the same model class on both sides (N = 14,541): kgedge serves an int8 student of STUDENT_WIDTH reals per row,
-# PyKEEN the class at dim TEACHER_WIDTH (PyKEEN's dim counts complex numbers, as kgedge's does)
+# the same model class on both sides (N = 14,541): kgedge serves an int8 student of the configuration's width
+# (reals per row), PyKEEN the class at dim TEACHER_WIDTH (PyKEEN's dim counts complex numbers, as kgedge's does)
 SAME_CLASS = {"complex": "ComplEx", "rotate": "RotatE", "transe": "TransE"}
 # the demo KG's type shares; ids sorted by name put each type in one run
 TYPE_SHARES = {"accessory": 0.10, "brand": 0.02, "category": 0.01, "intent": 0.07, "product": 0.35, "user": 0.45}
@@ -129,7 +128,7 @@ def random_checkpoint(n: int, width: int, seed: int = 0, model_name: str = "dist
     for type_id, (name, count) in enumerate(counts.items()):
         names += [f"{name}_{i:07d}" for i in range(count)]
         types += [type_id] * count
-    dim = width // 2 if model_name in COMPLEX_MODELS else width
+    dim = width // 2 if resolve(model_name).complex_valued else width
     options = default_model_options(model_name).get("options", {})
     model = build(ModelConfig(model_name, n, 2 * NUM_RELATIONS, dim=dim, options=options))
     with torch.no_grad():
@@ -286,6 +285,7 @@ def same_class_variants(n: int, width: int, heads: np.ndarray, relations: np.nda
     one product, but ComplEx, RotatE and TransE through broadcast interactions."""
     variants: list[Variant] = []
     profile = int8_profiles()[0]
+    one = [(heads[i:i + 1], relations[i:i + 1]) for i in range(len(heads))]
     for name, pykeen_class in SAME_CLASS.items():
         pk, note = pykeen_variants(n, TEACHER_WIDTH, heads, relations, suffix=f" {pykeen_class} (d={TEACHER_WIDTH})",
                                    model_class=pykeen_class, predict=False)
@@ -294,7 +294,6 @@ def same_class_variants(n: int, width: int, heads: np.ndarray, relations: np.nda
         checkpoint = random_checkpoint(n, width, model_name=name)
         path, manifest = bundle_for(checkpoint, profile, CACHE / "bundles" / f"{tag}-{name}-{profile}", None, True)
         model = EdgeModel.load(path, intra_op_threads=1)
-        one = [(heads[i:i + 1], relations[i:i + 1]) for i in range(len(heads))]
         variants.append(Variant(f"kgedge {pykeen_class} int8 {profile}, {width} reals (EdgeModel)", "same-class",
                                 lambda i, m=model: m.topk(*one[i], K), "random", "int8",
                                 manifest["sizes"].get("scored_bytes_per_query")))
