@@ -44,22 +44,27 @@ def _model(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelP
 
 
 def bundle_feeds(head: int, relation: int, k: int, num_types: int) -> dict[str, np.ndarray]:
-    """One query's inputs, exactly as the runtime feeds them (nothing excluded, every type allowed)."""
+    """One query's inputs, exactly as the runtime feeds them when nothing is excluded and every type is
+    allowed: the ids and k (the other inputs keep their defaults). ``num_types`` is kept for callers."""
+    del num_types
     return {"head": np.array([head], np.int64), "relation": np.array([relation], np.int64),
-            "k": np.array([k], np.int64), "allowed_types": np.ones(num_types, dtype=bool),
-            "exclude": np.zeros((1, 0), np.int64)}
+            "k": np.array([k], np.int64)}
 
 
 def call_session(num_types: int) -> ort.InferenceSession:
-    """A graph with the bundle's inputs and outputs that does almost nothing: the cost of a call."""
+    """A graph with the bundle's inputs (those with defaults too) and outputs that does almost nothing: the
+    cost of a call fed as the runtime feeds a query that restricts nothing (:func:`bundle_feeds`)."""
     vi = helper.make_tensor_value_info
     nodes = [helper.make_node("Unsqueeze", ["head", "axis"], ["ids"]),
              helper.make_node("Cast", ["ids"], ["scores"], to=TensorProto.FLOAT)]
     inputs = [vi("head", TensorProto.INT64, ["batch"]), vi("relation", TensorProto.INT64, ["batch"]),
               vi("k", TensorProto.INT64, [1]), vi("allowed_types", TensorProto.BOOL, [num_types]),
-              vi("exclude", TensorProto.INT64, ["batch", "x"])]
+              vi("exclude", TensorProto.INT64, ["batch", "x"]), vi("masked", TensorProto.BOOL, [])]
     outputs = [vi("ids", TensorProto.INT64, ["batch", 1]), vi("scores", TensorProto.FLOAT, ["batch", 1])]
-    return session(_model(nodes, inputs, outputs, [numpy_helper.from_array(np.array([1], np.int64), "axis")]))
+    defaults = [numpy_helper.from_array(np.ones(num_types, bool), "allowed_types"),
+                numpy_helper.from_array(np.zeros((1, 0), np.int64), "exclude"),
+                numpy_helper.from_array(np.array(False), "masked")]
+    return session(_model(nodes, inputs, outputs, [numpy_helper.from_array(np.array([1], np.int64), "axis"), *defaults]))
 
 
 def topk_session() -> ort.InferenceSession:

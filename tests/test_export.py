@@ -61,11 +61,26 @@ def _optimized(model: onnx.ModelProto, tmp_path: Path) -> onnx.ModelProto:
     return onnx.load(str(tmp_path / "optimized.onnx"))
 
 
+def _nodes(graph: onnx.GraphProto):
+    """Every node of ``graph``, those of its If branches included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attribute.g)
+
+
+def _plain_run(model: onnx.ModelProto, heads, relations, k):
+    """A run that restricts nothing: only the ids and k are fed, the other inputs keep their defaults."""
+    return session_for(model).run(None, {"head": np.asarray(heads, np.int64), "relation": np.asarray(relations, np.int64),
+                                         "k": np.array([k], np.int64)})
+
+
 def _run(model: onnx.ModelProto, heads, relations, k, allowed, exclude):
     return session_for(model).run(None, {
         "head": np.asarray(heads, np.int64), "relation": np.asarray(relations, np.int64),
         "k": np.array([k], np.int64), "allowed_types": np.asarray(allowed, bool),
-        "exclude": np.asarray(exclude, np.int64).reshape(len(heads), -1),
+        "exclude": np.asarray(exclude, np.int64).reshape(len(heads), -1), "masked": np.array(True),
     })
 
 
@@ -236,8 +251,9 @@ def test_blocked_topk_equals_one_topk(monkeypatch: pytest.MonkeyPatch, name: str
     spec = graph_spec(_checkpoint(name, kg))
     chosen = resolve_profile(profile)
     plain, blocked = build_graph(spec, chosen), _blocked(monkeypatch, spec, chosen)
-    ops = Counter(node.op_type for node in blocked.graph.node)
-    assert ops["ReduceMax"] >= 1 and ops["TopK"] == 2 and Counter(n.op_type for n in plain.graph.node)["TopK"] == 1
+    ops = Counter(node.op_type for node in _nodes(blocked.graph))
+    # one top k per branch (plain; masked with every type allowed or not): two TopK each when blocked
+    assert ops["ReduceMax"] >= 1 and ops["TopK"] == 6 and Counter(n.op_type for n in _nodes(plain.graph))["TopK"] == 3
     heads, relations = np.arange(12), np.arange(12) % 6
     exclude = np.where(np.arange(12 * 5).reshape(12, 5) % 3 == 0, -1, (np.arange(60) * 7 % 60)[:60].reshape(12, 5))
     for k in (1, 3, 10, 59):  # k beyond the 8 blocks takes every block
@@ -339,9 +355,11 @@ def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: py
         patch.setattr(export_graph, "BLOCKED_TOPK_MIN_ENTITIES", 0)
         patch.setattr(export_graph, "BLOCK_SCALES_MIN_ENTITIES", 0)
         model = build_graph(graph_spec(_checkpoint("distmult", kg)), resolve_profile("x86-avx2"))
-    assert Counter(node.op_type for node in model.graph.node)["ScatterElements"] == 2  # the inverse, the exclusions
+    scatters = Counter(node.op_type for node in _nodes(model.graph))["ScatterElements"]
+    assert scatters == 4  # the inverse; in each of the three branches the padding (and the exclusions)
     optimized = _optimized(model, tmp_path)
-    assert Counter(node.op_type for node in optimized.graph.node)["ScatterElements"] == 1  # only the exclusions run
+    assert Counter(node.op_type for node in optimized.graph.node)["ScatterElements"] == 0  # the inverse is folded
+    assert Counter(node.op_type for node in _nodes(optimized.graph))["ScatterElements"] == 3
 
 
 @pytest.mark.parametrize("profile", ["x86-avx2", "int4"])
@@ -365,14 +383,34 @@ def test_blocked_topk_never_returns_padding_rows(monkeypatch: pytest.MonkeyPatch
     ids, scores = _run(blocked, [0], [0], 60, allowed, np.zeros((1, 0)))
     assert np.isfinite(scores[0]).sum() == 20 and ids.max() < 60
     assert set(ids[0][np.isfinite(scores[0])].tolist()) == set(np.flatnonzero(kg.entity_types == 1).tolist())
+    ids, scores = _plain_run(blocked, [0, 1], [0, 1], 60)  # every entity, none of the 4 padding rows
+    assert np.isfinite(scores).all() and sorted(ids[0].tolist()) == sorted(ids[1].tolist()) == list(range(60))
+
+
+@pytest.mark.parametrize(("name", "profile", "blocked"), [("distmult", "x86-avx2", False), ("distmult", "x86-avx2", True),
+                                                         ("rotate", "int4", True), ("transe-l1", "portable", False)])
+def test_a_plain_run_answers_like_a_masked_run_that_restricts_nothing(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                                     profile: str, blocked: bool) -> None:
+    """A run fed only the ids and k takes the branch without masks; it must rank as the masked branch does
+    when every type is allowed and nothing is excluded (-1 is padding)."""
+    kg = _tiny_kg(num_entities=60)
+    spec, chosen = graph_spec(_checkpoint(name, kg)), resolve_profile(profile)
+    model = _blocked(monkeypatch, spec, chosen) if blocked else build_graph(spec, chosen)
+    heads, relations = np.arange(12), np.arange(12) % 6
+    for k in (1, 10, 60):
+        plain = _plain_run(model, heads, relations, k)
+        masked = _run(model, heads, relations, k, [True, True, True], np.full((12, 2), -1))
+        np.testing.assert_array_equal(plain[1], masked[1])
+        np.testing.assert_array_equal(plain[0], masked[0])
 
 
 def test_type_branches_compute_their_scores_without_copying_them() -> None:
     kg = _tiny_kg()
     model = build_graph(graph_spec(_checkpoint("distmult", kg)), resolve_profile("x86-avx2"))
-    (branch_node,) = [node for node in model.graph.node if node.op_type == "If"]
-    for attribute in branch_node.attribute:
-        assert "Identity" not in {node.op_type for node in attribute.g.node}
+    (branch_node,) = [node for node in model.graph.node if node.op_type == "If"]  # masked or plain
+    masked = next(a.g for a in branch_node.attribute if a.name == "then_branch")
+    inner = [node for node in _nodes(masked) if node.op_type == "If"]  # the type mask or not
+    assert len(inner) == 1 and "Identity" not in {node.op_type for node in _nodes(model.graph)}
 
 
 @pytest.mark.parametrize("name", KGE_MODELS)

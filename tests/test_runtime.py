@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -170,8 +171,12 @@ def test_seen_lookup_of_one_query_equals_the_batch_path(fresh: TinyBundle) -> No
 
 
 def test_graph_guard_drops_nan_scores(caplog: pytest.LogCaptureFixture) -> None:
-    class NaNSession:
-        def run(self, outputs, feeds):  # noqa: ANN001, ANN202
+    class NaNSession:  # a graph whose inputs have no defaults: every run is fed every input
+        def get_overridable_initializers(self):  # noqa: ANN202
+            return []
+
+        def run(self, outputs, feeds, run_options=None):  # noqa: ANN001, ANN202
+            assert {"allowed_types", "exclude"} <= set(feeds)
             return np.array([[2, 0, 1]]), np.array([[np.nan, 5.0, 4.0]], dtype=np.float32)
 
     graph = TopKGraph(NaNSession(), np.zeros(3, dtype=np.int64), 1)  # type: ignore[arg-type]
@@ -236,7 +241,11 @@ def test_bad_queries_raise_query_error(model: EdgeModel, call, message: str) -> 
 
 def test_graph_guard_drops_what_a_faulty_graph_leaks(caplog: pytest.LogCaptureFixture) -> None:
     class LeakySession:  # returns an excluded id (3) and a disallowed one (1) with finite scores
-        def run(self, outputs, feeds):  # noqa: ANN001, ANN202
+        def get_overridable_initializers(self):  # noqa: ANN202 (a graph whose inputs have defaults)
+            return [SimpleNamespace(name=name) for name in ("allowed_types", "exclude", "masked")]
+
+        def run(self, outputs, feeds, run_options=None):  # noqa: ANN001, ANN202
+            assert feeds["masked"]  # the masks were asked for
             return np.array([[3, 1, 0, 2]]), np.array([[9.0, 8.0, 7.0, 6.0]], dtype=np.float32)
 
     graph = TopKGraph(LeakySession(), np.array([0, 1, 0, 0]), 2)  # type: ignore[arg-type]

@@ -68,6 +68,46 @@ def test_recommend_on_exported_bundle_is_exact_and_excludes_train(shop, profile:
         np.testing.assert_allclose(np.sort(masked)[::-1][:10], scores[row, got], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("profile", ["portable", "x86-avx2"])
+def test_unrestricted_queries_take_the_plain_branch_and_answer_like_the_masked_one(shop, profile: str) -> None:  # noqa: ANN001
+    """A query that restricts nothing is fed only the ids and k (the graph's plain branch); with an exclusion
+    of padding only (-1) the same query takes the masked branch: both rank alike, and equal the full row."""
+    kg, checkpoint, root = shop
+    model = EdgeModel.load(export.export_bundle(checkpoint, profile, root / f"plain-{profile}", kg=kg).path)
+    fed: list[set[str]] = []
+    session = model._graph.session
+    model._graph.session = type("Recording", (), {  # type: ignore[assignment]
+        "run": lambda self, outputs, feeds, options=None: fed.append(set(feeds)) or session.run(outputs, feeds, options)})()
+    heads = np.arange(0, kg.num_entities, 5)
+    relations = np.arange(len(heads)) % (2 * kg.num_relations)
+    plain = model.topk(heads, relations, 10)
+    masked = model.topk(heads, relations, 10, exclude=np.full((len(heads), 1), -1))
+    assert fed == [{"head", "relation", "k"}, {"head", "relation", "k", "allowed_types", "exclude", "masked"}]
+    np.testing.assert_array_equal(plain[0], masked[0])
+    np.testing.assert_array_equal(plain[1], masked[1])
+    full = model.score_all(heads, relations)
+    np.testing.assert_allclose(np.sort(full, axis=1)[:, ::-1][:, :10], plain[1], rtol=1e-6, atol=1e-6)
+
+def test_a_masked_input_without_defaults_is_refused(shop, tmp_path: Path) -> None:  # noqa: ANN001
+    """`masked` lets plain runs leave out `allowed_types` and `exclude`: a graph that takes it but has no
+    defaults for them would fail on the first query, so loading says so."""
+    import onnx
+
+    from bundle_factory import edit_manifest
+
+    from kgedge.runtime import BundleError
+
+    kg, checkpoint, root = shop
+    path = export.export_bundle(checkpoint, "portable", tmp_path / "bundle", kg=kg).path
+    graph = onnx.load(path / "model.onnx")
+    kept = [init for init in graph.graph.initializer if init.name != "exclude"]
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(kept)
+    onnx.save(graph, path / "model.onnx")
+    edit_manifest(path, lambda m: m.pop("manifest_sha256", None), rehash=True)
+    with pytest.raises(BundleError, match="graph input 'masked' needs defaults for"):
+        EdgeModel.load(path)
+
 def test_evaluate_gives_the_checkpoints_metrics_from_the_bundle(shop, fp32: Path) -> None:  # noqa: ANN001
     from typer.testing import CliRunner
 
@@ -107,7 +147,7 @@ def test_an_l1_bundle_runs_in_batches_sized_by_its_differences(shop, profile: st
     runs: list[int] = []
     session_run = model._graph.session.run
     monkeypatch.setattr(model._graph, "session", type("Counting", (), {
-        "run": lambda self, outputs, feeds: runs.append(len(feeds["head"])) or session_run(outputs, feeds)})())
+        "run": lambda self, outputs, feeds, options=None: runs.append(len(feeds["head"])) or session_run(outputs, feeds)})())
     monkeypatch.setattr(runtime_graph, "MAX_CELLS_PER_RUN", 4 * 16 * kg.num_entities)  # 4 rows of differences
     chunked = model.topk(heads, relations, 10)
     assert max(runs) == 4 and sum(runs) == len(heads)

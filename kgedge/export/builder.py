@@ -43,26 +43,18 @@ class GraphBuilder:
         sub._name = self._name  # type: ignore[method-assign]
         return sub
 
-    def take_last(self, output: str) -> onnx.NodeProto:
-        """Remove and return the last node, which must produce ``output`` (to rebuild it elsewhere,
-        e.g. inside both branches of an ``If`` so that neither branch copies it through ``Identity``)."""
-        if not self.nodes or self.nodes[-1].output[0] != output:
-            raise ValueError(f"{output!r} is not the output of the last node")
-        return self.nodes.pop()
+    def subgraph(self, outputs: list[tuple[str, int]], name: str) -> onnx.GraphProto:
+        """This builder's nodes and constants as a graph with ``outputs`` (name, element type)."""
+        values = [helper.make_tensor_value_info(output, elem_type, None) for output, elem_type in outputs]
+        return helper.make_graph(self.nodes, name, [], values, self.initializers)
 
-    def replay(self, node: onnx.NodeProto) -> str:
-        """Add a copy of ``node`` (same op, inputs and attributes) with a fresh output name."""
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        del copy.output[:]
-        copy.output.append(self._name(node.op_type.lower()))
-        self.nodes.append(copy)
-        return copy.output[0]
-
-    def subgraph(self, output: str, elem_type: int, name: str) -> onnx.GraphProto:
-        """This builder's nodes and constants as a graph with the single output ``output``."""
-        return helper.make_graph(self.nodes, name, [], [helper.make_tensor_value_info(output, elem_type, None)],
-                                 self.initializers)
+    def rename(self, value: str, name: str) -> None:
+        """Give the value ``value`` (a node output of this graph) the name ``name``, wherever it is used."""
+        for node in self.nodes:
+            for field in (node.input, node.output):
+                for i, existing in enumerate(field):
+                    if existing == value:
+                        field[i] = name
 
     def slice_last(self, x: str, start: int, end: int) -> str:
         """``x[..., start:end]``."""

@@ -10,9 +10,12 @@ against a faulty export, anything disallowed or excluded whatever its score) and
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnxruntime as ort
+
+from kgedge.runtime.session import MASKED_INPUT, runs_plain
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +23,11 @@ log = logging.getLogger(__name__)
 # model's differences; chunk the batch so that it stays near 32 MiB (8M cells) whatever N is.
 MAX_CELLS_PER_RUN = 1 << 23
 OUTPUTS = ["ids", "scores"]
+# Up to this many scores, the "nothing masked" test of a result sums a Python list: after a graph run the
+# first numpy reduction costs ~10 us (its code has left the CPU's caches), the list ~2 us (one thread,
+# 14,541 x 64 int8, a probe of this session's history); larger results use numpy.
+PYTHON_CHECK_MAX = 1024
+_TRUE = np.array(True)
 
 
 class TopKGraph:
@@ -36,6 +44,7 @@ class TopKGraph:
     def __init__(self, session: ort.InferenceSession, entity_types: np.ndarray, num_types: int,
                  cells_per_entity: int = 1) -> None:
         self.session = session
+        self.plain_runs = runs_plain(session)  # False for bundles exported before the `masked` input
         self.cells_per_entity = cells_per_entity
         self.entity_types = entity_types
         self.num_types = num_types
@@ -44,6 +53,9 @@ class TopKGraph:
         self.every_type = np.ones(num_types, dtype=bool)  # the mask of an unrestricted query
         self.every_type.flags.writeable = False
         self._k_inputs: dict[int, np.ndarray] = {}  # k as the graph's [1] int64 input, made once per k
+        # one RunOptions for every call: without it the binding builds a default one per run (~4 us);
+        # onnxruntime only reads it, so threads may share it
+        self._run_options = ort.RunOptions()
 
     def allowed_entities(self, allowed_types: np.ndarray) -> np.ndarray:
         """Shape ``(N,)`` bool: entities whose type is allowed."""
@@ -54,24 +66,32 @@ class TopKGraph:
         return int(self.type_counts[np.asarray(allowed_types, dtype=bool)].sum())
 
     def _run(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
-             exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw graph outputs over chunks of rows: ids ``(B, k)`` int64, scores ``(B, k)`` float32."""
-        rows = max(1, MAX_CELLS_PER_RUN // (self.num_entities * self.cells_per_entity))
+             exclude: np.ndarray, masked: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Raw graph outputs over chunks of rows: ids ``(B, k)`` int64, scores ``(B, k)`` float32.
+
+        ``masked``: some type is disallowed or some id excluded; otherwise a graph that can (``plain_runs``)
+        skips the masks and is fed only the ids and ``k``.
+        """
         k_input = self._k_inputs.get(k)
         if k_input is None:
             k_input = self._k_inputs.setdefault(k, np.array([k], dtype=np.int64))
-
-        def run(h: np.ndarray, r: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
-            return self.session.run(OUTPUTS, {"head": h, "relation": r, "k": k_input,
-                                              "allowed_types": allowed_types, "exclude": np.ascontiguousarray(x)})
-
+        feeds = {"head": heads, "relation": relations, "k": k_input}
+        if masked or not self.plain_runs:
+            feeds["allowed_types"] = allowed_types
+            feeds["exclude"] = exclude
+            if self.plain_runs:
+                feeds[MASKED_INPUT] = _TRUE
+        rows = max(1, MAX_CELLS_PER_RUN // (self.num_entities * self.cells_per_entity))
         if len(heads) <= rows:  # one run, nothing to slice or concatenate (the single-query path)
-            ids, scores = run(heads, relations, exclude)
-        else:
-            parts = [run(heads[i : i + rows], relations[i : i + rows], exclude[i : i + rows])
-                     for i in range(0, len(heads), rows)]
-            ids, scores = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        return ids.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
+            ids, scores = self.session.run(OUTPUTS, feeds, self._run_options)
+            return ids, scores  # int64 and float32: the session's output types were checked when it was created
+        parts = []
+        for i in range(0, len(heads), rows):
+            part = {**feeds, "head": heads[i : i + rows], "relation": relations[i : i + rows]}
+            if "exclude" in feeds:
+                part["exclude"] = exclude[i : i + rows]
+            parts.append(self.session.run(OUTPUTS, part, self._run_options))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def topk(self, heads: np.ndarray, relations: np.ndarray, k: int, allowed_types: np.ndarray,
              exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,10 +107,10 @@ class TopKGraph:
             ``(ids, scores)`` shape ``(B, k)`` int64 / float32, best first; rows with fewer valid
             results end with id -1 and score -inf.
         """
-        ids, scores = self._run(heads, relations, k, allowed_types, exclude)
         restricted = allowed_types is not self.every_type and not allowed_types.all()
-        if not restricted and not exclude.shape[1] and scores.min() > -np.inf:
-            return ids, scores  # nothing masked, nothing to drop (a NaN fails the test and is dropped below)
+        ids, scores = self._run(heads, relations, k, allowed_types, exclude, restricted or bool(exclude.shape[1]))
+        if not restricted and not exclude.shape[1] and _all_finite(scores):
+            return ids, scores  # nothing masked, nothing to drop (NaN or inf fail the test and are handled below)
         finite = scores > -np.inf  # False for -inf (masked) and NaN
         valid = finite
         if restricted:
@@ -123,7 +143,14 @@ class TopKGraph:
         """
         allowed = np.ones(self.num_types, dtype=bool)
         empty = np.zeros((len(heads), 0), dtype=np.int64)
-        ids, scores = self._run(heads, relations, self.num_entities, allowed, empty)
+        ids, scores = self._run(heads, relations, self.num_entities, allowed, empty, masked=False)
         out = np.empty((len(heads), self.num_entities), dtype=np.float32)
         np.put_along_axis(out, ids, scores, axis=1)
         return out
+
+
+def _all_finite(scores: np.ndarray) -> bool:
+    """Whether no score is -inf, +inf or NaN (a sum that overflows says False: the caller then checks each)."""
+    if scores.size <= PYTHON_CHECK_MAX:
+        return math.isfinite(sum(scores.ravel().tolist()))
+    return bool(np.isfinite(scores).all())

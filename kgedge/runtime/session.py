@@ -29,6 +29,11 @@ GRAPH_INPUTS: Final[dict[str, str]] = {
     "exclude": "tensor(int64)",
 }
 GRAPH_OUTPUTS: Final[dict[str, str]] = {"ids": "tensor(int64)", "scores": "tensor(float)"}
+#: The exporter's graphs also take ``masked`` (bool scalar): False, its default, runs TopK on the scores
+#: without the type mask and the exclusions, and lets a run leave out the inputs that have a default
+#: (``allowed_types``, ``exclude``). Bundles exported before it lack it and get every input on every run.
+MASKED_INPUT: Final = "masked"
+DEFAULTED_INPUTS: Final = frozenset({"allowed_types", "exclude", MASKED_INPUT})
 
 
 @dataclass(frozen=True)
@@ -106,17 +111,26 @@ def create_session(model: bytes, settings: SessionSettings, where: str, num_type
     except Exception as err:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
         raise BundleError(f"{where}: onnxruntime cannot load the graph ({err}); re-export the bundle") from None
     _forget_model_bytes(session)
-    inputs = {i.name: i for i in session.get_inputs()}
+    # inputs that have a default are "overridable initializers" to onnxruntime, not inputs
+    inputs = {i.name: i for i in [*session.get_inputs(), *session.get_overridable_initializers()]}
     outputs = {o.name: o for o in session.get_outputs()}
-    for kind, found, wanted in (("inputs", inputs, GRAPH_INPUTS), ("outputs", outputs, GRAPH_OUTPUTS)):
+    wanted_inputs = {**GRAPH_INPUTS, MASKED_INPUT: "tensor(bool)"} if MASKED_INPUT in inputs else GRAPH_INPUTS
+    for kind, found, wanted in (("inputs", inputs, wanted_inputs), ("outputs", outputs, GRAPH_OUTPUTS)):
         types = {name: arg.type for name, arg in found.items()}
         if set(types) != set(wanted) or any(types[n] != t for n, t in wanted.items()):
             raise BundleError(f"{where}: graph {kind} are {types}, the bundle contract needs {dict(wanted)}; re-export the bundle")
+    if MASKED_INPUT in inputs and not runs_plain(session):
+        raise BundleError(f"{where}: graph input {MASKED_INPUT!r} needs defaults for {sorted(DEFAULTED_INPUTS)}; re-export the bundle")
     width = inputs["allowed_types"].shape[0] if inputs["allowed_types"].shape else None
     if isinstance(width, int) and width != num_types:
         raise BundleError(f"{where}: graph input allowed_types has {width} entries but the manifest lists {num_types} types")
     log.info("onnxruntime session ready (%s)", settings)
     return session
+
+
+def runs_plain(session: ort.InferenceSession) -> bool:
+    """Whether the graph takes ``masked`` and has defaults for every input a plain run leaves out."""
+    return DEFAULTED_INPUTS <= {i.name for i in session.get_overridable_initializers()}
 
 
 def _forget_model_bytes(session: ort.InferenceSession) -> None:
