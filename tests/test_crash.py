@@ -529,7 +529,7 @@ def serve_load(bundle: Path, clients: int = 4, seconds: float = 2.0) -> dict[str
         health.request("GET", "/health")
         alive = health.getresponse().status == 200
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)  # SIGINT may be ignored: a test run started as a background job
         server.communicate(timeout=30)
     return {"clients": clients, "seconds": round(elapsed, 2), "requests": counts.total, "errors": counts.bad,
             "requests_per_second": round(counts.total / elapsed, 1), "alive_after": alive}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
 from bundle_factory import TinyBundle, fresh, tiny  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
@@ -47,9 +48,16 @@ def test_errors_are_one_line_with_exit_code_2(tiny: TinyBundle) -> None:
     assert result.exit_code == 2 and "no such bundle" in result.output
 
 
-def test_serve_answers_until_interrupted(tiny: TinyBundle) -> None:
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT as at a terminal, whether or not the test run was started with it
+    ignored (a background job of a script), so that Python turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_answers_until_interrupted(tiny: TinyBundle, stop: signal.Signals) -> None:
     process = subprocess.Popen([sys.executable, "-m", "kgedge", "serve", str(tiny.path), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
         assert "serving" in line and "http://127.0.0.1:" in line, process.stderr.read()  # type: ignore[union-attr]
@@ -61,6 +69,6 @@ def test_serve_answers_until_interrupted(tiny: TinyBundle) -> None:
             got = json.loads(reply.read())["results"]
         assert got == [{"name": n, "score": s} for n, s in EdgeModel.load(tiny.path).recommend("user_1", k=2)]
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0 and "stopped" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 from pathlib import Path
 
 import typer
@@ -85,12 +86,19 @@ def serve(
                     fg=typer.colors.YELLOW, err=True)
     bound_host, bound_port = server.server_address[:2]
     typer.echo(f"serving {bundle} on http://{bound_host}:{bound_port} (Ctrl-C stops)")
+    # SIGTERM (what service managers send) stops it as Ctrl-C does; so does SIGINT unless this process was
+    # started with SIGINT ignored (a background job of a script), where Python leaves it ignored
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         typer.echo("stopped")
     finally:
         server.server_close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _split(types: str | None) -> list[str] | None:
