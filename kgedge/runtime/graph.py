@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 MAX_CELLS_PER_RUN = 1 << 23
 OUTPUTS = ["ids", "scores"]
 # Up to this many scores, the "nothing masked" test of a result sums a Python list: after a graph run the
-# first numpy reduction costs ~10 us (its code has left the CPU's caches), the list ~2 us (one thread,
-# 14,541 x 64 int8, a probe of this session's history); larger results use numpy.
+# first numpy reduction costs ~10 us (its code has left the CPU's caches), the list ~2 us (one probe: one
+# thread, 14,541 x 64 int8, k = 10); larger results use numpy.
 PYTHON_CHECK_MAX = 1024
 _TRUE = np.array(True)
 
