@@ -3,6 +3,7 @@
     python benchmarks/transe_distance.py            # UMLS, Nations (and Kinships) seeds 0-2, demo seed 0; 3 sizes
     python benchmarks/transe_distance.py --quick    # seed 0, the two smaller sizes
     python benchmarks/transe_distance.py --only-wordnet   # wordnet-rr: L1 with nssa vs L2 with 1-N, 8 min each
+    python benchmarks/transe_distance.py --only-latency   # the bundles' latency alone (~2 min)
 
 Accuracy: `kgedge train --data D --model transe --dim 256` with `--option distance=l1` and `=l2`, every
 other setting the default; filtered test MRR (both directions) per seed (the demo KG: seed 0 only, L1
@@ -17,7 +18,7 @@ while neither evicts the other's table from the cache query by query.
 Wordnet-rr (41k entities, past `L1_ONE_N_MAX_CELLS`): `kgedge train` picks nssa for L1 there, since a 1-N
 L1 step takes over 10 s; both defaults (L1 + nssa, and L2 with `--option distance=l2`, 1-N) get the same
 training budget. Writes benchmarks/results/transe_distance.{json,md} (`--only-wordnet`:
-transe_distance_wordnet-rr.{json,md}).
+transe_distance_wordnet-rr.{json,md}; `--only-latency`: transe_distance_latency.{json,md}).
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ def latency_rows(sizes: list[int], queries: int, root: Path) -> list[dict[str, o
     return rows
 
 
+LATENCY_NOTE = ("The L1 distance is no matrix product: the graph computes every |q - t| in float over the table "
+                "(an int8 bundle's table is dequantized once, when the session loads) and sums them over the row "
+                "width by a product with a row of ones.")
+
+
 def wordnet_rows(budget: float) -> list[dict[str, object]]:
     kg = load_data("wordnet-rr")
     rows = []
@@ -151,7 +157,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="seed 0 only, and only the smaller sizes")
     parser.add_argument("--only-wordnet", action="store_true", help="only wordnet-rr, both distances by their defaults")
     parser.add_argument("--wordnet-budget", type=float, default=480.0, help="training seconds per distance")
+    parser.add_argument("--only-latency", action="store_true", help="only the exported bundles' single-query latency")
     args = parser.parse_args()
+    if args.only_latency:
+        started = time.time()
+        with tempfile.TemporaryDirectory(prefix="kgedge-transe-distance-") as tmp:
+            latency = latency_rows([14_541, 100_000], 300, Path(tmp))
+        markdown = "\n\n".join([
+            "# TransE bundles, L1 against L2: single-query latency (x86-avx2, 1 thread, top-10, random tables)",
+            f"Run by `benchmarks/transe_distance.py --only-latency` in {time.time() - started:.0f} s. "
+            + LATENCY_NOTE, markdown_table(latency), f"Machine: {machine()}"])
+        write_results("transe_distance_latency", {"machine": machine(), "latency": latency}, markdown)
+        return
     if args.only_wordnet:
         started = time.time()
         rows = wordnet_rows(args.wordnet_budget)
@@ -188,8 +205,7 @@ def main() -> None:
         "L2 scores are one matrix product; L1 has no such form (torch.cdist with p=1).",
         markdown_table(training),
         "## Single-query latency of the exported bundle (x86-avx2, 1 thread, top-10, random tables)",
-        "The L1 distance is no matrix product: the graph computes every |q - t| in float over the table "
-        "(an int8 bundle's table is dequantized once, when the session loads).",
+        LATENCY_NOTE,
         markdown_table(latency),
         f"Machine: {info}",
     ])

@@ -305,23 +305,24 @@ def _dequantized_table(g: GraphBuilder, profile: ExportProfile, table_t: str, e_
 
 
 def _l1_scores(g: GraphBuilder, profile: ExportProfile, q: str, table_t: str, e_scale: str | None,
-               basis: str | None) -> str:
+               basis: str | None, width: int) -> str:
     """``-Σ_w |q[b, w] - E[n, w]|`` for every entity, shape ``[B, N]`` float.
 
     The table ``[W, N]`` (``[r, N]`` when factored) is made float by nodes whose inputs are all
     initializers (dequantized, and multiplied out to ``U · V``), so onnxruntime folds them into one
     float constant when the session is created and a query reads that. The differences are a
-    ``[B, N, W]`` tensor: the runtime sizes its batches by it (``kgedge.runtime.graph``).
+    ``[B, W, N]`` tensor: the runtime sizes its batches by it (``kgedge.runtime.graph``).
     """
     table = _dequantized_table(g, profile, table_t, e_scale) if profile.quantized else table_t
-    # rows [N, W] (folded like the rest): the sum then runs over contiguous values, 1.7x faster than over
-    # the W axis of [B, W, N] (545 vs 949 us at 14,541 x 64, one thread)
-    rows = g.op("Transpose", table, perm=[1, 0])
-    if basis is not None:  # U · V
-        rows = g.op("MatMul", rows, basis)
-    difference = g.op("Sub", g.unsqueeze(q, 1), rows)  # [B, 1, W] - [N, W]
-    distance = g.op("ReduceSum", g.op("Abs", difference), g.const(np.array([2], np.int64)), keepdims=0)
-    return g.op("Neg", distance)
+    if basis is not None:  # (U · V)ᵀ = Vᵀ · Uᵀ, [W, N] (folded like the rest)
+        table = g.op("MatMul", g.op("Transpose", basis, perm=[1, 0]), table)
+    difference = g.op("Sub", g.unsqueeze(q, 2), table)  # [B, W, 1] - [W, N]
+    # the sum over W as a product with a row of ones, [1, W] x [B, W, N] -> [B, 1, N]: 1.46x faster than
+    # ReduceSum over the rows of an [N, W] table (402 vs 586 us at 14,541 x 64, one thread, B = 1; 1.2x at
+    # B = 8 and at 100k entities: one probe each)
+    ones = g.const(np.ones((1, width), np.float32))
+    distance = g.op("MatMul", ones, g.op("Abs", difference))
+    return g.op("Neg", g.op("Squeeze", distance, g.const(np.array([1], np.int64))))
 
 
 MAX_TYPE_RUNS = 256
@@ -529,7 +530,7 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
         h = g.op("MatMul", h, basis)
     q = query_fn(g, h, r_table, "relation", spec.width)
     if spec.interaction == "l1":
-        scores, q_scale = _l1_scores(g, profile, q, table_t, e_scale, basis), None
+        scores, q_scale = _l1_scores(g, profile, q, table_t, e_scale, basis, spec.width), None
     else:
         # q · (U[t] · V) = (q · Vᵀ) · U[t]: one [B, W] x [W, r] product, then the table's
         q_stored = q if basis is None else g.op("Gemm", q, basis, transB=1)

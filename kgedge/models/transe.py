@@ -6,7 +6,7 @@ written before the option existed. L1 scores every entity row by its own sum of 
 all-tails scoring a matrix product, in training and on the device. L1 wins on the real KGs we measured
 (filtered test MRR: Kinships 0.47 vs 0.22, UMLS 0.76-0.77 vs 0.72-0.73, Nations 0.52-0.54 vs 0.50-0.51)
 and loses by 0.03 on the demo shop KG; it costs 10-15x more per 1-N training batch at 2k-40k entities
-and 5-17x more per device query in two runs (benchmarks/transe_distance.py).
+and 4-13x more per device query (14,541 and 100k entities; benchmarks/transe_distance.py --only-latency).
 """
 
 from __future__ import annotations

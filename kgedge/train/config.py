@@ -114,8 +114,9 @@ MODEL_DEFAULTS: dict[str, dict[str, object]] = {
 # distances is not flat at the start. TransE takes the paper's L1 distance (benchmarks/transe_distance.py):
 # it wins on every real KG we measured (test MRR Kinships 0.47 vs 0.22, UMLS 0.76-0.77 vs 0.72-0.73,
 # Nations 0.52-0.54 vs 0.50-0.51) and loses only on the synthetic demo shop KG (0.337 vs 0.371); it
-# trains 10-15x slower per 1-N batch (its scores are no matrix product) and answers 5-17x slower on the
-# device (two runs): `--option distance=l2` chooses the fast one
+# trains 10-15x slower per 1-N batch (its scores are no matrix product) and answers 4-13x slower on the
+# device (14,541 and 100k entities, benchmarks/results/transe_distance_latency.md): `--option distance=l2`
+# chooses the fast one
 MODEL_INIT: dict[str, dict[str, object]] = {
     "rotate": {"init_scale": 0.1},
     "transe": {"options": {"distance": "l1"}},
