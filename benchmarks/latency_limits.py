@@ -43,10 +43,9 @@ def _model(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelP
     return model
 
 
-def bundle_feeds(head: int, relation: int, k: int, num_types: int) -> dict[str, np.ndarray]:
+def bundle_feeds(head: int, relation: int, k: int) -> dict[str, np.ndarray]:
     """One query's inputs, exactly as the runtime feeds them when nothing is excluded and every type is
-    allowed: the ids and k (the other inputs keep their defaults). ``num_types`` is kept for callers."""
-    del num_types
+    allowed: the ids and k (the other inputs keep their defaults)."""
     return {"head": np.array([head], np.int64), "relation": np.array([relation], np.int64),
             "k": np.array([k], np.int64)}
 

@@ -222,7 +222,7 @@ def edge_variants(label: str, path: Path, manifest: dict, heads: np.ndarray, rel
     """The bundle through EdgeModel.topk and through a bare session.run of the same graph."""
     model = EdgeModel.load(path, intra_op_threads=1)
     raw = limits.session((path / "model.onnx").read_bytes())
-    feeds = [limits.bundle_feeds(int(h), int(r), K, len(manifest["types"])) for h, r in zip(heads, relations)]
+    feeds = [limits.bundle_feeds(int(h), int(r), K) for h, r in zip(heads, relations)]
     one_h = [heads[i:i + 1] for i in range(len(heads))]
     one_r = [relations[i:i + 1] for i in range(len(heads))]
     # what one query reads: the manifest says (block-scaled tables carry no per-row scales); older bundles do not
@@ -317,7 +317,7 @@ def prototype_variants(checkpoint: Checkpoint, models: dict, heads: np.ndarray, 
             ("graph: per-row scales (as before block scales)", per_row_graph(spec, profile), "all",
              stored_bytes(*spec.entity_table.shape, 8)),
         )
-        feeds = [limits.bundle_feeds(int(h), int(r), K, spec.num_types) for h, r in zip(heads, relations)]
+        feeds = [limits.bundle_feeds(int(h), int(r), K) for h, r in zip(heads, relations)]
         for label, model, level, read in graphs:
             s = limits.session(model.SerializeToString(), level=level)
             got = np.concatenate([s.run(["ids"], feeds[i])[0] for i in range(64)])
@@ -341,7 +341,7 @@ def per_row_graph(spec, profile):  # noqa: ANN001, ANN201
 def profile_operators(checkpoint: Checkpoint, heads: np.ndarray, relations: np.ndarray, result: ConfigResult) -> None:
     """Per-operator time (onnxruntime's profiler) of the shipped int8 graph at levels all and basic."""
     spec = graph_spec(checkpoint)
-    feeds = [limits.bundle_feeds(int(h), int(r), K, spec.num_types) for h, r in zip(heads[:32], relations[:32])]
+    feeds = [limits.bundle_feeds(int(h), int(r), K) for h, r in zip(heads[:32], relations[:32])]
     for profile_name in int8_profiles():
         profile = resolve_profile(profile_name)
         shipped = build_graph(spec, profile).SerializeToString()
@@ -360,7 +360,7 @@ def limit_variants(n: int, width: int, num_types: int, buffer: np.ndarray) -> li
     table_sized = np.ones(max(1, stored_bytes(n, width, 8) // 8), dtype=np.uint64)  # in cache when it fits
     topk, call = limits.topk_session(), limits.call_session(num_types)
     k_input = np.array([min(K, n)], np.int64)
-    feeds = limits.bundle_feeds(0, 0, K, num_types)
+    feeds = limits.bundle_feeds(0, 0, K)
     tiny = {"scores": np.zeros((1, K), np.float32), "k": k_input}
     reads = {"max_f32": lambda: buffer.view(np.float32).max(), "or_u64": lambda: np.bitwise_or.reduce(buffer.view(np.uint64)),
              "count_nonzero_u8": lambda: np.count_nonzero(buffer.view(np.bool_))}
