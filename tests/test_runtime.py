@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kgedge.runtime import BundleError, EdgeModel, QueryError, UnknownNameError
+from kgedge.runtime import graph as runtime_graph
 from kgedge.runtime.graph import TopKGraph
 
 R = len(RELATIONS)
@@ -170,7 +171,14 @@ def test_seen_lookup_of_one_query_equals_the_batch_path(fresh: TinyBundle) -> No
         np.testing.assert_array_equal(model._seen.lookup(h[None], r[None])[0], tails)
 
 
-def test_graph_guard_drops_nan_scores(caplog: pytest.LogCaptureFixture) -> None:
+# the guard on lists (small results) and on arrays (large ones): the same drops, the same warnings
+GUARD_PATHS = pytest.mark.parametrize("python_max", [1024, 0], ids=["lists", "arrays"])
+
+
+@GUARD_PATHS
+def test_graph_guard_drops_nan_scores(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                      python_max: int) -> None:
+    monkeypatch.setattr(runtime_graph, "PYTHON_CHECK_MAX", python_max)
     class NaNSession:  # a graph whose inputs have no defaults: every run is fed every input
         def get_overridable_initializers(self):  # noqa: ANN202
             return []
@@ -239,7 +247,10 @@ def test_bad_queries_raise_query_error(model: EdgeModel, call, message: str) -> 
         call(model)
 
 
-def test_graph_guard_drops_what_a_faulty_graph_leaks(caplog: pytest.LogCaptureFixture) -> None:
+@GUARD_PATHS
+def test_graph_guard_drops_what_a_faulty_graph_leaks(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                                     python_max: int) -> None:
+    monkeypatch.setattr(runtime_graph, "PYTHON_CHECK_MAX", python_max)
     class LeakySession:  # returns an excluded id (3) and a disallowed one (1) with finite scores
         def get_overridable_initializers(self):  # noqa: ANN202 (a graph whose inputs have defaults)
             return [SimpleNamespace(name=name) for name in ("allowed_types", "exclude", "masked")]
@@ -299,3 +310,56 @@ def test_threads_get_the_same_answers_as_sequential_calls(fresh: TinyBundle) -> 
 def test_loading_a_missing_path_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such bundle"):
         EdgeModel.load(tmp_path / "nope")
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_the_guard_on_lists_equals_the_guard_on_arrays(data: st.DataObject) -> None:
+    """Whatever a graph returns (masked -inf, NaN, +inf, disallowed or excluded ids), both versions of the
+    guard keep the same results in the same order."""
+    n, b, k = 12, data.draw(st.integers(1, 4)), data.draw(st.integers(1, 6))
+    types = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)))
+    allowed = np.array(data.draw(st.lists(st.booleans(), min_size=3, max_size=3)))
+    ids = np.array(data.draw(st.lists(st.lists(st.integers(0, n - 1), min_size=k, max_size=k), min_size=b, max_size=b)))
+    values = st.sampled_from([1.0, 0.5, -2.0, np.inf, -np.inf, np.nan])
+    scores = np.array(data.draw(st.lists(st.lists(values, min_size=k, max_size=k), min_size=b, max_size=b)), np.float32)
+    exclude = np.array(data.draw(st.lists(st.lists(st.integers(-1, n - 1), min_size=2, max_size=2), min_size=b, max_size=b)))
+
+    class Fixed:
+        def get_overridable_initializers(self):  # noqa: ANN202
+            return []
+
+        def run(self, outputs, feeds, run_options=None):  # noqa: ANN001, ANN202
+            return ids.copy(), scores.copy()
+
+    graph = TopKGraph(Fixed(), types, 3)  # type: ignore[arg-type]
+    restricted = allowed if not allowed.all() else graph.every_type
+    heads = np.zeros(b, np.int64)
+    on_lists = graph.topk(heads, heads, k, restricted, exclude)
+    saved = runtime_graph.PYTHON_CHECK_MAX
+    runtime_graph.PYTHON_CHECK_MAX = 0
+    try:
+        on_arrays = graph.topk(heads, heads, k, restricted, exclude)
+    finally:
+        runtime_graph.PYTHON_CHECK_MAX = saved
+    np.testing.assert_array_equal(on_lists[0], on_arrays[0])
+    np.testing.assert_array_equal(on_lists[1], on_arrays[1])
+    assert on_lists[0].dtype == np.int64 and on_lists[1].dtype == np.float32
+
+
+def test_type_masks_are_cached_per_set_of_names_and_answers_stay_the_same(fresh: TinyBundle) -> None:
+    model = EdgeModel.load(fresh.path)
+    heads, relations = np.array([0, 1]), np.array([0, 0])
+    first = model.topk(heads, relations, 3, types=["product", "intent"])
+    again = model.topk(heads, relations, 3, types=("product", "intent"))  # the cached mask
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert model.topk(heads, relations, 2, types="intent")[0].max() in fresh.ids_of_type("intent")
+    mask = model.allowed_types(["product"])  # the public mask is the caller's own: writable, not the cache
+    mask[:] = True
+    np.testing.assert_array_equal(model.topk(heads, relations, 3, types=["product"])[0] >= 0, True)
+    assert set(model.topk(heads, relations, 3, types=["product"])[0].ravel().tolist()) <= set(fresh.ids_of_type("product").tolist())
+    with pytest.raises(QueryError, match="unknown type"):
+        model.topk(heads, relations, 3, types=["product", "prodcut"])
+    with pytest.raises(QueryError):
+        model.topk(heads, relations, 3, types=[["product"]])  # a name that is not a str (unhashable)

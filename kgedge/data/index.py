@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+from functools import cached_property
+
 import numpy as np
 
 #: dtypes of the non-negative id arrays a bundle stores (seen-index keys, offsets, tails; entity types):
@@ -84,14 +87,26 @@ class KnownTails:
         return rows, self.tails[np.repeat(starts, counts) + within].astype(np.int64, copy=False)
 
     def tails_of(self, head: int, relation: int) -> np.ndarray:
-        """Sorted known tails of one query, shape ``(m,)`` int64 (a scalar search: the single-query path)."""
+        """Sorted known tails of one query, shape ``(m,)`` int64 (the single-query path).
+
+        A binary search over memoryviews of the keys and offsets: their items are Python ints, so no numpy
+        call runs until the slice (after a graph run numpy's scalar operations cost ~1-2 us each).
+        """
         key = int(head) * self.num_relations + int(relation)
-        if len(self.keys) == 0 or not self.keys[0] <= key <= self.keys[-1]:  # also keeps key inside the dtype
+        keys = self._key_view
+        pos = bisect.bisect_left(keys, key)
+        if pos == len(keys) or keys[pos] != key:
             return np.zeros(0, dtype=np.int64)
-        pos = int(np.searchsorted(self.keys, self.keys.dtype.type(key)))
-        if self.keys[pos] != key:
-            return np.zeros(0, dtype=np.int64)
-        return self.tails[int(self.offsets[pos]) : int(self.offsets[pos + 1])].astype(np.int64, copy=False)
+        offsets = self._offset_view
+        return self.tails[offsets[pos] : offsets[pos + 1]].astype(np.int64, copy=False)
+
+    @cached_property
+    def _key_view(self) -> memoryview:
+        return memoryview(np.ascontiguousarray(self.keys))
+
+    @cached_property
+    def _offset_view(self) -> memoryview:
+        return memoryview(np.ascontiguousarray(self.offsets))
 
     def __len__(self) -> int:
         return len(self.tails)

@@ -33,6 +33,7 @@ from kgedge.runtime.vocab import Vocabulary, relation_vocabulary
 log = logging.getLogger(__name__)
 
 Ranked = list[tuple[str, float]]
+MAX_CACHED_TYPE_MASKS = 256  # sets of type names whose masks are kept (a few bytes each)
 
 
 class EdgeModel:
@@ -64,6 +65,7 @@ class EdgeModel:
         self._num_entities = len(self._entities)
         self._num_relation_ids = 2 * len(self._data_relations)
         self._every_type = self._graph.every_type  # read-only; the graph recognises it without a pass
+        self._type_masks: dict[object, tuple[np.ndarray, int]] = {}  # see _allowed_and_count
         for label, text in bundle.overlays:
             self._seen.load_overlay(label, text)
 
@@ -142,6 +144,24 @@ class EdgeModel:
         mask[[self._types.id(t) for t in names_of(types, "types")]] = True
         return mask
 
+    def _allowed_and_count(self, types: str | Sequence[str]) -> tuple[np.ndarray, int]:
+        """The read-only mask of ``types`` and how many entities it allows, made once per set of names
+        (a serving loop asks for the same few every time; ~15 us of numpy calls each time otherwise)."""
+        key = types if isinstance(types, str) else tuple(types) if isinstance(types, (list, tuple)) else None
+        if key is not None:
+            try:
+                cached = self._type_masks.get(key)
+            except TypeError:  # unhashable names: checked (and refused) below
+                cached = None
+            if cached is not None:
+                return cached
+        allowed = self.allowed_types(types)
+        allowed.flags.writeable = False
+        result = allowed, self._graph.count_allowed(allowed)
+        if key is not None and len(self._type_masks) < MAX_CACHED_TYPE_MASKS:
+            self._type_masks[key] = result
+        return result
+
     # -- by id -------------------------------------------------------------------------------
     def topk(self, heads: np.ndarray, relations: np.ndarray, k: int, *, types: str | Sequence[str] | None = None,
              exclude: np.ndarray | Sequence[Sequence[int]] | None = None,
@@ -172,8 +192,7 @@ class EdgeModel:
         if types is None:  # the common case: no mask to build or count
             allowed, candidates, scope = self._every_type, self._num_entities, "entities"
         else:
-            allowed = self.allowed_types(types)
-            candidates = self._graph.count_allowed(allowed)
+            allowed, candidates = self._allowed_and_count(types)
             scope = f"entities of types {names_of(types, 'types')}"
         k = check_k(k, candidates, scope)
         excluded = check_exclude(exclude, len(heads), self._num_entities)

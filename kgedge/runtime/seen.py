@@ -119,7 +119,7 @@ class SeenIndex:
             ``B`` int64 arrays.
         """
         if len(heads) == 1:  # one query (a device's usual call): a scalar search, no coordinate lists
-            h, r = int(heads[0]), int(relations[0])
+            h, r = heads.item(0), relations.item(0)
             with self._lock:
                 more = self._added.get((h, r))
             return [_with_added(self.known.tails_of(h, r), more)]
@@ -145,6 +145,8 @@ def _with_added(base: np.ndarray, added: set[int] | None) -> np.ndarray:
 
 def pad_rows(rows: Sequence[np.ndarray], width: int = 0) -> np.ndarray:
     """Stack ragged id rows into shape ``(B, max(width, longest))`` int64, padded with -1."""
+    if len(rows) == 1 and len(rows[0]) >= width:  # one query: its row as it is (one numpy call, not two)
+        return np.array(rows[0], dtype=np.int64, ndmin=2)
     width = max([width, *(len(r) for r in rows)])
     out = np.full((len(rows), width), -1, dtype=np.int64)
     for i, row in enumerate(rows):
