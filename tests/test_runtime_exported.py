@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 export = pytest.importorskip("kgedge.export")
@@ -87,6 +89,38 @@ def test_unrestricted_queries_take_the_plain_branch_and_answer_like_the_masked_o
     np.testing.assert_array_equal(plain[1], masked[1])
     full = model.score_all(heads, relations)
     np.testing.assert_allclose(np.sort(full, axis=1)[:, ::-1][:, :10], plain[1], rtol=1e-6, atol=1e-6)
+
+@pytest.fixture(scope="module")
+def int8_model(shop) -> EdgeModel:  # noqa: ANN001
+    kg, checkpoint, root = shop
+    return EdgeModel.load(export.export_bundle(checkpoint, "x86-avx2", root / "masks-int8", kg=kg).path)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_exporters_masks_give_the_exact_topk_of_the_full_row(int8_model: EdgeModel, data: st.DataObject) -> None:
+    """On the exporter's own graph (the masked If, the inputs with defaults): any mix of types, excluded ids
+    and seen items ranks exactly as the full score row restricted by hand."""
+    model, n = int8_model, int8_model.num_entities
+    batch = data.draw(st.integers(1, 3))
+    heads = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=batch, max_size=batch)))
+    relations = np.array(data.draw(st.lists(st.integers(0, 2 * model.num_relations - 1), min_size=batch, max_size=batch)))
+    types = data.draw(st.none() | st.lists(st.sampled_from(model.types), min_size=1, max_size=3, unique=True))
+    excludes = [data.draw(st.lists(st.integers(0, n - 1), max_size=8)) for _ in range(batch)]
+    seen = data.draw(st.booleans())
+    allowed = np.ones(n, bool) if types is None else np.isin(model._graph.entity_types, [model.types.index(t) for t in types])
+    k = data.draw(st.integers(1, min(20, int(allowed.sum()))))
+    ids, scores = model.topk(heads, relations, k, types=types, exclude=excludes, exclude_seen=seen)
+    full = model.score_all(heads, relations)
+    for row in range(batch):
+        keep = allowed.copy()
+        keep[excludes[row]] = False
+        if seen:
+            keep[model._seen.lookup(heads[row : row + 1], relations[row : row + 1])[0]] = False
+        want = np.sort(full[row][keep])[::-1][:k]
+        got = scores[row][ids[row] >= 0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        assert all(keep[i] for i in ids[row] if i >= 0) and (ids[row] >= 0).sum() == min(k, int(keep.sum()))
 
 def test_a_masked_input_without_defaults_is_refused(shop, tmp_path: Path) -> None:  # noqa: ANN001
     """`masked` lets plain runs leave out `allowed_types` and `exclude`: a graph that takes it but has no
