@@ -156,8 +156,8 @@ class TopKGraph:
                 if score != score:  # NaN
                     nans += 1
                     continue
-                allowed = (type_ok is None or type_ok[b][j]) and entity not in skip
-                if score > -math.inf and allowed:
+                keep = (type_ok is None or type_ok[b][j]) and entity not in skip
+                if score > -math.inf and keep:
                     kept_ids.append(entity)
                     kept_scores.append(score)
                 elif score > -math.inf:
@@ -180,9 +180,8 @@ class TopKGraph:
         Runs the same graph with ``k = N``, every type allowed and nothing excluded, then puts
         each score back at its entity's column.
         """
-        allowed = np.ones(self.num_types, dtype=bool)
-        empty = np.zeros((len(heads), 0), dtype=np.int64)
-        ids, scores = self._run(heads, relations, self.num_entities, allowed, empty, masked=False)
+        empty = np.zeros((len(heads), 0), dtype=np.int64)  # fed only to a graph without input defaults
+        ids, scores = self._run(heads, relations, self.num_entities, self.every_type, empty, masked=False)
         out = np.empty((len(heads), self.num_entities), dtype=np.float32)
         np.put_along_axis(out, ids, scores, axis=1)
         return out

@@ -65,7 +65,7 @@ class EdgeModel:
         self._num_entities = len(self._entities)
         self._num_relation_ids = 2 * len(self._data_relations)
         self._every_type = self._graph.every_type  # read-only; the graph recognises it without a pass
-        self._type_masks: dict[object, tuple[np.ndarray, int]] = {}  # see _allowed_and_count
+        self._type_masks: dict[object, tuple[np.ndarray, int, str]] = {}  # see _type_restriction
         for label, text in bundle.overlays:
             self._seen.load_overlay(label, text)
 
@@ -144,9 +144,10 @@ class EdgeModel:
         mask[[self._types.id(t) for t in names_of(types, "types")]] = True
         return mask
 
-    def _allowed_and_count(self, types: str | Sequence[str]) -> tuple[np.ndarray, int]:
-        """The read-only mask of ``types`` and how many entities it allows, made once per set of names
-        (a serving loop asks for the same few every time; ~15 us of numpy calls each time otherwise)."""
+    def _type_restriction(self, types: str | Sequence[str]) -> tuple[np.ndarray, int, str]:
+        """The read-only mask of ``types``, how many entities it allows and how an error names them, made
+        once per set of names (a serving loop asks for the same few every time; ~15 us of numpy calls each
+        time otherwise)."""
         key = types if isinstance(types, str) else tuple(types) if isinstance(types, (list, tuple)) else None
         if key is not None:
             try:
@@ -157,7 +158,7 @@ class EdgeModel:
                 return cached
         allowed = self.allowed_types(types)
         allowed.flags.writeable = False
-        result = allowed, self._graph.count_allowed(allowed)
+        result = allowed, self._graph.count_allowed(allowed), f"entities of types {names_of(types, 'types')}"
         if key is not None and len(self._type_masks) < MAX_CACHED_TYPE_MASKS:
             self._type_masks[key] = result
         return result
@@ -192,8 +193,7 @@ class EdgeModel:
         if types is None:  # the common case: no mask to build or count
             allowed, candidates, scope = self._every_type, self._num_entities, "entities"
         else:
-            allowed, candidates = self._allowed_and_count(types)
-            scope = f"entities of types {names_of(types, 'types')}"
+            allowed, candidates, scope = self._type_restriction(types)
         k = check_k(k, candidates, scope)
         excluded = check_exclude(exclude, len(heads), self._num_entities)
         if exclude_seen:
