@@ -22,7 +22,7 @@ from common import machine, markdown_table, real_datasets, write_results
 from kgedge.compress.pipeline import run_recipe
 from kgedge.compress.recipe import Recipe
 from kgedge.data.sources import load_data
-from kgedge.models import ModelConfig
+from kgedge.models import ModelConfig, resolve
 from kgedge.train.config import default_model_options, default_train_config
 from kgedge.train.trainer import train_model
 
@@ -43,7 +43,7 @@ def run(data: str, teacher_name: str, teacher_budget: float, step_budget: float)
                          dim=TEACHER_DIM, **default_model_options(teacher_name))
     teacher = train_model(kg, config, default_train_config(teacher_name, max_time_s=teacher_budget, seed=0)).model.eval()
     # the same reals per entity row: a complex dimension is two reals
-    own_dim = COMPLEX_DIM if teacher_name == "rotate" else 2 * COMPLEX_DIM
+    own_dim = COMPLEX_DIM if resolve(teacher_name).complex_valued else 2 * COMPLEX_DIM
     rows = []
     for student, dim in ((teacher_name, own_dim), ("complex", COMPLEX_DIM)):
         started = time.perf_counter()

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # What ``student = "auto"`` distils into, whatever the teacher: a ComplEx student. At the same reals per row it
 # matched or beat a student of the teacher's own family in 11 of 12 teacher/KG pairs (benchmarks/student_family.py,
 # int8 QAT students of TransE, DistMult and RotatE teachers on UMLS, Nations, Kinships and the demo KG): by
-# 0.013-0.335 test MRR for TransE teachers, whose own students would also keep the L1 graph's 5x slower queries;
+# 0.013-0.335 test MRR for TransE teachers, whose own students would also keep the L1 graph's 4-13x slower queries;
 # it lost 0.012 once (a RotatE teacher on Nations). It serves as a dot product on the device.
 AUTO_STUDENT = "complex"
 
