@@ -38,7 +38,8 @@ def _reference(name: str, model: KGModel, h: Tensor, r: Tensor, t: Tensor) -> Te
     if name == "complex":
         return torch.real((_complex(e[h]) * _complex(rel[r]) * torch.conj(_complex(e[t]))).sum(-1))
     if name == "rotate":
-        rotation = torch.polar(torch.ones_like(rel[r].double()), rel[r].double())  # e^{iθ}
+        phase = torch.angle(_complex(rel[r]))  # the row's direction; its modulus is not used
+        rotation = torch.polar(torch.ones_like(phase), phase)  # e^{iθ}
         return -torch.linalg.vector_norm(_complex(e[h]) * rotation - _complex(e[t]), dim=-1)
     raise AssertionError(f"no reference for {name}")
 
@@ -121,9 +122,10 @@ def test_table_shapes(name: str) -> None:
     model = _model(name)
     width = 2 * DIM if name in ("complex", "rotate") else DIM
     assert model.entity.weight.shape == (NUM_ENTITIES, width)
-    relation_width = DIM if name == "rotate" else width  # RotatE stores one phase per complex dimension
-    assert model.relation.weight.shape == (NUM_RELATIONS, relation_width)
-    assert model.numel_tables() == NUM_ENTITIES * width + NUM_RELATIONS * relation_width
+    assert model.relation.weight.shape == (NUM_RELATIONS, width)
+    assert model.numel_tables() == NUM_ENTITIES * width + NUM_RELATIONS * width
+    stored = DIM if name == "rotate" else width  # the exporter stores RotatE's rotations as one phase each
+    assert model.relation_table().shape == (NUM_RELATIONS, stored)
 
 
 def test_rotate_rotations_keep_the_modulus() -> None:
@@ -132,6 +134,32 @@ def test_rotate_rotations_keep_the_modulus() -> None:
     with torch.no_grad():
         q = _complex(model.query(h, r))
         torch.testing.assert_close(q.abs(), _complex(model.entity.weight[h]).abs(), atol=1e-6, rtol=0)
+
+
+def test_rotate_scores_by_its_stored_phases_and_a_zero_row_is_the_identity() -> None:
+    model = _model("rotate")
+    h, r, _ = _batch(7)
+    with torch.no_grad():
+        model.relation.weight[r[0], [2, 2 + DIM]] = 0.0  # a dimension whose row entries are both pruned
+        phases = model.relation_table()[r]
+        expected = _complex(model.entity.weight[h]) * torch.polar(torch.ones_like(phases), phases).to(torch.complex128)
+        got = _complex(model.query(h, r))
+    torch.testing.assert_close(got, expected.to(got.dtype), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[0, 2], _complex(model.entity.weight[h[0]])[2])  # atan2(0, 0) = 0: unrotated
+
+
+def test_rotate_loads_a_checkpoint_of_phases_and_scores_as_it_did() -> None:
+    """Checkpoints written when RotatE's relation table held ``dim`` phases still load, unchanged in score."""
+    model = _model("rotate")
+    h, r, _ = _batch(9)
+    phases = torch.rand(NUM_RELATIONS, DIM) * 2 * torch.pi - torch.pi
+    old_state = {"entity.weight": model.entity.weight.detach().clone(), "relation.weight": phases}
+    model.load_state_dict(old_state, strict=True)
+    e = _complex(model.entity.weight[h])
+    expected = e * torch.polar(torch.ones_like(phases[r]), phases[r]).to(e.dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(_complex(model.query(h, r)), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(model.relation_table(), phases, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("scorer", ["all", "hrt", "tails"])
@@ -173,7 +201,7 @@ def test_factors_cover_what_the_batch_touches(name: str) -> None:
     h, r, t = _batch(8)
     factors = model.factors(h, r, t)
     assert all(f.shape[0] == len(h) for f in factors)
-    assert len(factors) == (2 if name == "rotate" else 3)  # RotatE phases are not regularised
+    assert len(factors) == (2 if name == "rotate" else 3)  # RotatE's rotations are not regularised
 
 
 def test_same_seed_same_tables(name: str) -> None:

@@ -23,7 +23,7 @@ def dimension_importance(model: KGModel) -> torch.Tensor:
         if model.complex_valued:
             re, im = split_complex(entity)
             e = (re**2 + im**2).mean(0)
-            if relation.shape[1] == model.config.dim:  # RotatE phases: every rotation has modulus 1
+            if model.rotation_relations:  # RotatE: every rotation has modulus 1
                 r = torch.ones_like(e)
             else:
                 r_re, r_im = split_complex(relation)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from kgedge.models import KGModel
+from kgedge.models.base import rotation_phases
 from kgedge.models.factored import LowRankEmbedding
 from kgedge.quantization import qmax
 
@@ -39,24 +40,35 @@ class FakeQuantize(nn.Module):
         return fake_quantize_rows(table, self.bits)
 
 
-def _stored_tables(model: KGModel) -> list[tuple[nn.Module, str]]:
-    """``(module, parameter name)`` of each table the exporter quantizes: for a factored (low-rank)
-    entity table that is ``U``, not the product ``U · V`` (``V`` is exported in float32)."""
+class FakeQuantizePhases(FakeQuantize):
+    """Rotation rows ``[real | imaginary]`` as the exporter stores them: their phases, fake-quantized
+    per row, as ``[cos | sin]`` rows again."""
+
+    def forward(self, table: Tensor) -> Tensor:
+        phases = fake_quantize_rows(rotation_phases(table), self.bits)
+        return torch.cat([torch.cos(phases), torch.sin(phases)], dim=1)
+
+
+def _stored_tables(model: KGModel) -> list[tuple[nn.Module, str, type[FakeQuantize]]]:
+    """``(module, parameter name, fake quantizer)`` of each table the exporter quantizes: for a factored
+    (low-rank) entity table that is ``U``, not the product ``U · V`` (``V`` is exported in float32); a
+    rotation model's relations are stored as phases."""
     entity = (model.entity, "u") if isinstance(model.entity, LowRankEmbedding) else (model.entity, "weight")
-    return [entity, (model.relation, "weight")]
+    relation = FakeQuantizePhases if model.rotation_relations else FakeQuantize
+    return [(*entity, FakeQuantize), (model.relation, "weight", relation)]
 
 
 def enable_qat(model: KGModel, bits: int) -> KGModel:
     """Fake-quantize ``model``'s entity and relation tables from now on (in place)."""
-    for module, name in _stored_tables(model):
+    for module, name, quantizer in _stored_tables(model):
         if not parametrize.is_parametrized(module, name):
-            parametrize.register_parametrization(module, name, FakeQuantize(bits))
+            parametrize.register_parametrization(module, name, quantizer(bits))
     return model
 
 
 def finish_qat(model: KGModel) -> KGModel:
     """Bake the quantized values into plain tables (what gets saved and exported), in place."""
-    for module, name in _stored_tables(model):
+    for module, name, _ in _stored_tables(model):
         if parametrize.is_parametrized(module, name):
             parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return model

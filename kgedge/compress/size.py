@@ -14,7 +14,7 @@ def table_bytes(model: KGModel, bits: int | None = None) -> int:
     A factored (low-rank) entity table counts ``U`` at ``bits`` and ``V`` in float32, as exported.
     """
     entity = model.entity
-    relation = stored_bytes(*model.relation.weight.shape, bits)
+    relation = stored_bytes(*model.relation_table().shape, bits)
     if isinstance(entity, LowRankEmbedding):
         return relation + factored_bytes(entity.num_embeddings, entity.embedding_dim, entity.rank, bits)
     return relation + stored_bytes(*entity.weight.shape, bits)

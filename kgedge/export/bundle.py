@@ -59,7 +59,7 @@ def graph_spec(checkpoint: Checkpoint) -> GraphSpec:
     with torch.no_grad():
         entity = (model.entity.u if factored else model.entity_table()).detach().cpu().float().numpy()
         basis = model.entity.v.detach().cpu().float().numpy() if factored else None
-        relation = model.relation.weight.detach().cpu().float().numpy()
+        relation = model.relation_table().detach().cpu().float().numpy()
     return GraphSpec(
         model=checkpoint.config.model,
         interaction=model.interaction,

@@ -62,7 +62,7 @@ class KGModel(nn.Module):
 
     interaction: ClassVar[Interaction] = "dot"
     complex_valued: ClassVar[bool] = False
-    relation_width_factor: ClassVar[int] = 1  # relation row width in units of the entity width
+    rotation_relations: ClassVar[bool] = False  # relation rows are rotations the exporter stores as phases
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -92,6 +92,11 @@ class KGModel(nn.Module):
     def entity_table(self) -> Tensor:
         """The candidate table scored against, shape ``(num_entities, entity_width)``."""
         return self.entity.weight
+
+    def relation_table(self) -> Tensor:
+        """The relation table as the exporter stores it, shape ``(num_relations, Wr)``: the parameter
+        itself, or a rotation model's phases (:attr:`rotation_relations`)."""
+        return rotation_phases(self.relation.weight) if self.rotation_relations else self.relation.weight
 
     def entity_rows(self, ids: Tensor) -> Tensor:
         """Rows of the candidate table for ``ids`` (any shape), shape ``(*ids.shape, entity_width)``:
@@ -158,3 +163,9 @@ def split_complex(x: Tensor) -> tuple[Tensor, Tensor]:
     """``(..., 2d)`` as real and imaginary halves, each ``(..., d)``."""
     half = x.shape[-1] // 2
     return x[..., :half], x[..., half:]
+
+
+def rotation_phases(rows: Tensor) -> Tensor:
+    """The phases ``(..., d)`` of ``[real | imaginary]`` rotation rows ``(..., 2d)``: what the device stores."""
+    re, im = split_complex(rows)
+    return torch.atan2(im, re)

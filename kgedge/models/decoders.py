@@ -9,7 +9,6 @@ model into the plain model that is exported and distilled.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from kgedge.models.base import Interaction, split_complex
+from kgedge.models.rotate import init_rotations, rotate, rotate_by
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Decoder:
         name: the registry name of the plain model it reproduces (``materialize`` builds that model).
         interaction: ``dot`` or ``l2``, as ``KGModel.interaction``.
         complex_valued: rows hold ``[real | imaginary]`` halves (entity width ``2 * dim``).
-        phase_relations: relations are ``dim`` phases (RotatE) rather than full-width rows.
+        rotation_relations: relation rows are rotations, normalised to modulus 1 (RotatE).
         query: ``(head rows (B, W), relation rows (B, Wr)) -> (B, W)``.
         factors: ``(head rows, relation rows, tail rows) -> tensors`` for the N3 / L2 regularisers.
     """
@@ -35,29 +35,19 @@ class Decoder:
     name: str
     interaction: Interaction
     complex_valued: bool
-    phase_relations: bool
+    rotation_relations: bool
     query: Callable[[Tensor, Tensor], Tensor]
     factors: Callable[[Tensor, Tensor, Tensor], list[Tensor]]
 
     def init_relations(self, weight: Tensor) -> None:
-        """Initialise the relation table in place as the plain model does (phases: uniform on the circle)."""
-        if self.phase_relations:
-            with torch.no_grad():
-                weight.uniform_(-math.pi, math.pi)
-
-
-def _rotate(h: Tensor, r_re: Tensor, r_im: Tensor) -> Tensor:
-    h_re, h_im = split_complex(h)
-    return torch.cat([h_re * r_re - h_im * r_im, h_re * r_im + h_im * r_re], dim=-1)
+        """Initialise the relation table in place as the plain model does (rotations: tiny rows)."""
+        if self.rotation_relations:
+            init_rotations(weight)
 
 
 def _complex_query(h: Tensor, r: Tensor) -> Tensor:
     r_re, r_im = split_complex(r)
-    return _rotate(h, r_re, r_im)
-
-
-def _rotate_query(h: Tensor, phase: Tensor) -> Tensor:
-    return _rotate(h, torch.cos(phase), torch.sin(phase))
+    return rotate_by(h, r_re, r_im)
 
 
 def _plain_factors(h: Tensor, r: Tensor, t: Tensor) -> list[Tensor]:
@@ -76,7 +66,7 @@ DECODERS: dict[str, Decoder] = {
     "distmult": Decoder("distmult", "dot", False, False, lambda h, r: h * r, _plain_factors),
     "complex": Decoder("complex", "dot", True, False, _complex_query, _modulus_factors),
     "transe": Decoder("transe", "l2", False, False, lambda h, r: h + r, _plain_factors),
-    "rotate": Decoder("rotate", "l2", True, True, _rotate_query, lambda h, r, t: [h, t]),
+    "rotate": Decoder("rotate", "l2", True, True, rotate, lambda h, r, t: [h, t]),
 }
 
 

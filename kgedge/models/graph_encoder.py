@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.models.base import KGModel, ModelConfig
 from kgedge.models.decoders import DECODERS, Decoder, resolve_decoder
+from kgedge.models.rotate import accept_phase_tables
 from kgedge.models.sampling import NeighbourSampler
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,12 @@ class GraphEncoderModel(KGModel):
         self.decoder: Decoder = resolve_decoder(opts.decoder)
         self.interaction = self.decoder.interaction  # type: ignore[misc]  (per instance: chosen decoder)
         self.complex_valued = self.decoder.complex_valued  # type: ignore[misc]
+        self.rotation_relations = self.decoder.rotation_relations  # type: ignore[misc]
         super().__init__(replace(config, options=asdict(opts)))
         self.opts = opts
         self.decoder.init_relations(self.relation.weight)
+        if self.rotation_relations:
+            accept_phase_tables(self, config.dim)
         self.register_buffer("edge_index", torch.zeros(2, opts.num_edges, dtype=torch.long))
         self.register_buffer("edge_type", torch.zeros(opts.num_edges, dtype=torch.long))
         self.layers = nn.ModuleList(self.make_layer(i) for i in range(opts.num_layers))
@@ -124,10 +128,6 @@ class GraphEncoderModel(KGModel):
         self._rows_key: tuple[object, ...] | None = None
         self._rows: list[tuple[Tensor, Tensor]] = []  # (ids, sampled rows) of the current step
         self._warned_full = False
-
-    @property
-    def relation_width(self) -> int:
-        return self.config.dim if self.decoder.phase_relations else self.entity_width
 
     def make_layer(self, index: int) -> nn.Module:
         """Layer ``index``: a module ``(x (N, W), graph) -> (N, W)``."""

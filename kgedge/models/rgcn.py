@@ -68,7 +68,7 @@ class RGCNLayer(nn.Module):
         nn.init.zeros_(self.root.bias)
 
     def forward(self, x: Tensor, graph: RGCNGraph) -> Tensor:
-        num_bases, width = self.bases.shape[0], self.bases.shape[2]
+        width = self.bases.shape[2]
         projected = torch.einsum("nw,bwo->nbo", x, self.bases).reshape(-1, width)  # (N * B, W)
         weights = (self.coefficients[graph.edge_type] * graph.edge_norm.unsqueeze(1)).reshape(-1)  # (E * B,)
         return propagate(graph.structure, weights, projected) + self.root(x)
