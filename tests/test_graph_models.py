@@ -161,6 +161,21 @@ def test_materialized_model_scores_equal_the_graph_model(kg: KnowledgeGraph, nam
         torch.testing.assert_close(plain.score_all_tails(h, r), model.score_all_tails(h, r), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gcn", "rgcn"])
+def test_a_rotate_decoder_loads_a_checkpoint_of_phases(kg: KnowledgeGraph, name: str) -> None:
+    """Graph models with a rotate decoder written when its relations were phases load and score the same."""
+    model = _model(kg, name, decoder="rotate")
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows = state["relation.weight"]
+    state["relation.weight"] = torch.atan2(rows[:, DIM:], rows[:, :DIM])  # the phases an older kgedge trained
+    fresh = _model(kg, name, seed=1, decoder="rotate")
+    fresh.load_state_dict(state, strict=True)
+    h, r, _ = _queries(kg)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.score_all_tails(h, r), model.score_all_tails(h, r), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fresh.relation_table(), state["relation.weight"], atol=1e-6, rtol=0)
+
+
 def test_decoders_reproduce_the_plain_models_query(kg: KnowledgeGraph) -> None:
     h, r, _ = _queries(kg)
     torch.manual_seed(0)

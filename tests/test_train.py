@@ -16,7 +16,7 @@ from kgedge.data.kg import KnowledgeGraph, load_kg
 from kgedge.evaluate import evaluate_link_prediction
 from kgedge.models import ModelConfig, build
 from kgedge.train import losses
-from kgedge.train.checkpoint import load_checkpoint, load_resume_state
+from kgedge.train.checkpoint import CheckpointError, load_checkpoint, load_resume_state, resume_path
 from kgedge.train.config import (
     L1_ONE_N_MAX_CELLS,
     LOSSES,
@@ -241,6 +241,24 @@ def test_resume_continues_from_the_saved_epoch_like_an_uninterrupted_run(
     saved = load_checkpoint(split_out)
     assert saved.metadata["epoch"] == full.best_epoch
     assert _same_weights(saved.model.state_dict(), full.model.state_dict())
+
+
+def test_resume_refuses_an_optimizer_state_of_other_table_shapes(kg: KnowledgeGraph, tmp_path: Path) -> None:
+    """A resume state written when RotatE trained phases: its model loads (phases become rows), but the
+    optimizer's per-row sums no longer fit, and the run says so instead of failing inside the optimizer."""
+    config, out = default_train_config("rotate", epochs=2, eval_every=1, seed=0), tmp_path / "r.ckpt"
+    model_config = _model_config(kg, "rotate", dim=8)
+    train_model(kg, model_config, config, out=out)
+    state = load_resume_state(out)
+    assert state is not None
+    rows = state["model"]["relation.weight"]  # type: ignore[index]
+    state["model"]["relation.weight"] = torch.atan2(rows[:, 8:], rows[:, :8])  # type: ignore[index]
+    sums = state["optimizer"]["state"][1]  # type: ignore[index]  (parameter 1: the relation table)
+    sums["sum"] = sums["sum"][:, :8].clone()
+    torch.save(state, resume_path(out))
+    with pytest.raises(CheckpointError, match=r"r\.ckpt\.resume\.pt: its optimizer state does not fit.*--resume"):
+        train_model(kg, model_config, default_train_config("rotate", epochs=4, eval_every=1, seed=0), out=out,
+                    resume=True)
 
 
 def test_resume_without_a_state_file_starts_from_epoch_one(kg: KnowledgeGraph, tmp_path: Path) -> None:
