@@ -90,6 +90,7 @@ def test_unrestricted_queries_take_the_plain_branch_and_answer_like_the_masked_o
     full = model.score_all(heads, relations)
     np.testing.assert_allclose(np.sort(full, axis=1)[:, ::-1][:, :10], plain[1], rtol=1e-6, atol=1e-6)
 
+
 @pytest.fixture(scope="module")
 def int8_model(shop) -> EdgeModel:  # noqa: ANN001
     kg, checkpoint, root = shop
@@ -121,6 +122,7 @@ def test_the_exporters_masks_give_the_exact_topk_of_the_full_row(int8_model: Edg
         got = scores[row][ids[row] >= 0]
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
         assert all(keep[i] for i in ids[row] if i >= 0) and (ids[row] >= 0).sum() == min(k, int(keep.sum()))
+
 
 def test_a_masked_input_without_defaults_is_refused(shop, tmp_path: Path) -> None:  # noqa: ANN001
     """`masked` lets plain runs leave out `allowed_types` and `exclude`: a graph that takes it but has no

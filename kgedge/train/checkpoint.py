@@ -170,3 +170,23 @@ def load_resume_state(path: Path) -> dict[str, object] | None:
     if not isinstance(state, dict):
         raise CheckpointError(f"{target}: not a resume state ({type(state).__name__}); delete it to train from the start")
     return state
+
+
+def restore_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, object],
+                     path: Path) -> None:
+    """Load a resume state's model and optimizer (``state`` from :func:`load_resume_state` of ``path``).
+
+    Raises:
+        CheckpointError: a per-parameter optimizer state (Adagrad's sums, Adam's moments) does not have its
+            parameter's shape, e.g. one written when RotatE trained phases: the next step would fail
+            inside the optimizer.
+    """
+    model.load_state_dict(state["model"])  # type: ignore[arg-type]
+    optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for value in optimizer.state.get(param, {}).values():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                    raise CheckpointError(f"{resume_path(path)}: its optimizer state does not fit this model's "
+                                          "tables (written by another kgedge version or for another model); "
+                                          "delete it, or train without --resume")

@@ -70,7 +70,7 @@ from torch.nn.parallel import DistributedDataParallel
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.models import KGModel, ModelConfig, build
 from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
-from kgedge.train.checkpoint import Vocabulary, load_resume_state, resume_path
+from kgedge.train.checkpoint import Vocabulary, load_resume_state, restore_training, resume_path
 from kgedge.train.config import TrainConfig
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.memory import retain_freed_memory
@@ -258,8 +258,7 @@ def train_distributed(
     start_epoch, stopping = 1, EarlyStopping()
     state = _load_resume(out, context) if resume and out is not None else None
     if state is not None:
-        model.load_state_dict(state["model"])  # type: ignore[arg-type]
-        optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        restore_training(model, optimizer, state, out)  # type: ignore[arg-type]
         generator.set_state(state["generator"])  # type: ignore[arg-type]
         start_epoch = int(state["epoch"]) + 1  # type: ignore[call-overload]
         stopping = EarlyStopping.resumed(state, with_best=rank == 0)  # only rank 0 keeps the best weights

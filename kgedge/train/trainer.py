@@ -15,7 +15,7 @@ from kgedge.data.kg import KnowledgeGraph
 from kgedge.models import KGModel, ModelConfig, build
 from kgedge.models.graph_encoder import GraphEncoderModel, attach_graph
 from kgedge.train import losses
-from kgedge.train.checkpoint import CheckpointError, Vocabulary, load_resume_state, resume_path
+from kgedge.train.checkpoint import Vocabulary, load_resume_state, restore_training, resume_path
 from kgedge.train.config import TrainConfig, one_n_l1_is_slow
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.memory import retain_freed_memory
@@ -56,17 +56,6 @@ def _warn_if_slow_l1(model: KGModel, config: TrainConfig) -> None:
             "product: 10-15x the time of an L2 step); --loss nssa (sampled negatives) or --option distance=l2 "
             "trains much faster", model.config.model, model.config.num_entities, model.config.num_entities,
             model.entity_width)
-
-
-def _optimizer_state_fits(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every per-parameter state tensor (Adagrad's sums, Adam's moments) has its parameter's shape:
-    a resume state written when a table had another shape (RotatE's phases before its rows) does not."""
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for value in optimizer.state.get(param, {}).values():
-                if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
-                    return False
-    return True
 
 
 def _make_optimizer(model: KGModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -153,12 +142,7 @@ def train_model(
     if resume and out is not None:
         state = load_resume_state(out)
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if not _optimizer_state_fits(optimizer):
-                raise CheckpointError(f"{resume_path(out)}: its optimizer state does not fit this model's tables "
-                                      "(written by another kgedge version or for another model); delete it, or "
-                                      "train without --resume")
+            restore_training(model, optimizer, state, out)
             generator.set_state(state["generator"])
             if "torch_rng" in state:  # dropout draws from the global generator
                 torch.set_rng_state(state["torch_rng"])
