@@ -206,7 +206,12 @@ def test_train_options_reach_the_training_and_the_model(permutation_kg_dir: Path
     train_config = saved.metadata["train_config"]
     assert (train_config["label_smoothing"], train_config["eval_every"], train_config["patience"]) == (0.3, 2, 4)
     assert train_config["loss"] == "1n_ce" and train_config["regularizer"] == "none"  # the rest stays rotate's
+    assert train_config["relation_temperature"] is True
     assert (saved.model.config.dropout, saved.model.config.init_scale) == (0.25, 0.05)
+    plain = _invoke("train", "--data", permutation_kg_dir, "--model", "rotate", "--dim", 8, "--epochs", 1,
+                    "--no-relation-temperature", "--out", ckpt, "--json")
+    assert plain.exit_code == 0, plain.output
+    assert load_checkpoint(ckpt).metadata["train_config"]["relation_temperature"] is False
 
 
 def test_type_constrained_sampling_reaches_the_training(write_kg, tmp_path: Path) -> None:  # noqa: ANN001

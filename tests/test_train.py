@@ -28,6 +28,7 @@ from kgedge.train.config import (
 )
 from kgedge.train.negatives import NegativeSampler
 from kgedge.train.scorer import model_scorer
+from kgedge.train.temperature import RelationTemperature
 from kgedge.train.trainer import TrainResult, train_model
 
 KGE_MODELS = ("transe", "distmult", "complex", "rotate")
@@ -212,7 +213,8 @@ def test_the_same_seed_gives_identical_weights(kg: KnowledgeGraph) -> None:
 
 @pytest.mark.parametrize(
     ("name", "loss", "dropout"),
-    [("distmult", "1n_ce", 0.0), ("rotate", "nssa", 0.0), ("complex", "1n_bce", 0.3), ("transe", "nssa", 0.3)],
+    [("distmult", "1n_ce", 0.0), ("rotate", "nssa", 0.0), ("rotate", "1n_ce", 0.0), ("complex", "1n_bce", 0.3),
+     ("transe", "nssa", 0.3)],
 )
 def test_resume_continues_from_the_saved_epoch_like_an_uninterrupted_run(
     kg: KnowledgeGraph, tmp_path: Path, name: str, loss: str, dropout: float
@@ -259,6 +261,56 @@ def test_resume_refuses_an_optimizer_state_of_other_table_shapes(kg: KnowledgeGr
     with pytest.raises(CheckpointError, match=r"r\.ckpt\.resume\.pt: its optimizer state does not fit.*--resume"):
         train_model(kg, model_config, default_train_config("rotate", epochs=4, eval_every=1, seed=0), out=out,
                     resume=True)
+
+
+def test_resume_refuses_a_state_written_without_the_relation_temperature_this_run_learns(
+    kg: KnowledgeGraph, tmp_path: Path
+) -> None:
+    out, model_config = tmp_path / "t.ckpt", _model_config(kg, "rotate", dim=8)
+    settings = {"eval_every": 1, "seed": 0}
+    train_model(kg, model_config, default_train_config("rotate", epochs=2, relation_temperature=False, **settings),
+                out=out)
+    assert "temperature" not in load_resume_state(out)  # type: ignore[operator]
+    with pytest.raises(CheckpointError, match=r"t\.ckpt\.resume\.pt: its optimizer state does not fit.*--resume"):
+        train_model(kg, model_config, default_train_config("rotate", epochs=4, **settings), out=out, resume=True)
+    resumed = train_model(kg, model_config, default_train_config("rotate", epochs=4, relation_temperature=False,
+                                                                 **settings), out=out, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [3, 4]
+
+
+def test_relation_temperature_scales_each_row_by_its_relation_and_keeps_the_ranking() -> None:
+    temperature = RelationTemperature(3)
+    scores, relations = torch.randn(5, 7), torch.tensor([0, 1, 2, 1, 0])
+    assert torch.equal(temperature(scores, relations), scores)  # starts at 1
+    with torch.no_grad():
+        temperature.log_scale.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    scaled = temperature(scores, relations)
+    factor = torch.exp(torch.tensor([0.5, -1.0, 2.0]) - 0.5)[relations]  # log-scales at mean zero
+    assert torch.allclose(scaled, scores * factor[:, None])
+    assert torch.equal(scaled.argsort(dim=1), scores.argsort(dim=1))
+    with torch.no_grad():
+        temperature.log_scale.add_(3.0)  # a common shift changes nothing: only relative sharpness is learnt
+    assert torch.allclose(temperature(scores, relations), scaled)
+
+
+def test_relation_temperature_is_learnt_in_training_and_stays_out_of_the_model(
+    kg: KnowledgeGraph, tmp_path: Path
+) -> None:
+    out, model_config = tmp_path / "t.ckpt", _model_config(kg, "rotate", dim=8)
+    settings = {"epochs": 3, "eval_every": 1, "seed": 0, "batch_size": 32}
+    learnt = train_model(kg, model_config, default_train_config("rotate", **settings), out=out)
+    plain = train_model(kg, model_config, default_train_config("rotate", relation_temperature=False, **settings))
+    scales = RelationTemperature(model_config.num_relations)
+    scales.load_state_dict(load_resume_state(out)["temperature"])  # type: ignore[index]
+    assert not torch.allclose(scales.scales(), torch.ones(model_config.num_relations))  # it moved
+    assert learnt.model.state_dict().keys() == plain.model.state_dict().keys()  # the model holds no scales
+    assert load_checkpoint(out).model.state_dict().keys() == plain.model.state_dict().keys()
+    assert not torch.equal(learnt.model.entity.weight, plain.model.entity.weight)  # but trained differently
+    # sampled negatives have no softmax over all tails: no temperature, and the run trains as usual
+    nssa = train_model(kg, model_config, default_train_config("rotate", loss="nssa", **settings),
+                       out=tmp_path / "n.ckpt")
+    assert "temperature" not in load_resume_state(tmp_path / "n.ckpt")  # type: ignore[operator]
+    assert nssa.epochs_run == 3
 
 
 def test_resume_without_a_state_file_starts_from_epoch_one(kg: KnowledgeGraph, tmp_path: Path) -> None:

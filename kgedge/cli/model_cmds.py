@@ -35,6 +35,10 @@ def train(
     reg_weight: float | None = typer.Option(None, "--reg-weight", help="Regularisation weight."),
     label_smoothing: float | None = typer.Option(
         None, "--label-smoothing", help="Label smoothing of the 1-N losses, in [0, 1)."),
+    relation_temperature: bool | None = typer.Option(
+        None, "--relation-temperature/--no-relation-temperature",
+        help="The 1-N losses learn a softmax temperature per relation (the model and its ranking stay the same; "
+        "default on for rotate)."),
     num_negatives: int | None = typer.Option(None, "--num-negatives", help="Negative tails per triple (--loss nssa)."),
     margin: float | None = typer.Option(
         None, "--margin", help="Margin gamma of the distance models under --loss nssa."),
@@ -81,7 +85,8 @@ def train(
         config = default_train_config(
             model.lower(), epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, optimizer=optimizer,
             regularizer=regularizer, reg_weight=reg_weight, max_time_s=max_time, seed=seed,
-            label_smoothing=label_smoothing, num_negatives=num_negatives, margin=margin,
+            label_smoothing=label_smoothing, relation_temperature=relation_temperature,
+            num_negatives=num_negatives, margin=margin,
             type_constrained=type_constrained or None, eval_every=eval_every, patience=patience,
         )
         initialisation = {k: v for k, v in (("dropout", dropout), ("init_scale", init_scale)) if v is not None}

@@ -173,20 +173,30 @@ def load_resume_state(path: Path) -> dict[str, object] | None:
 
 
 def restore_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, object],
-                     path: Path) -> None:
-    """Load a resume state's model and optimizer (``state`` from :func:`load_resume_state` of ``path``).
+                     path: Path, temperature: torch.nn.Module | None = None) -> None:
+    """Load a resume state's model, optimizer and (when the run learns one) relation temperature
+    (``state`` from :func:`load_resume_state` of ``path``).
 
     Raises:
-        CheckpointError: a per-parameter optimizer state (Adagrad's sums, Adam's moments) does not have its
-            parameter's shape, e.g. one written when RotatE trained phases: the next step would fail
-            inside the optimizer.
+        CheckpointError: the optimizer state does not fit: other parameter groups (the state was written
+            with or without a relation temperature that this run lacks or has), or a per-parameter state
+            (Adagrad's sums, Adam's moments) without its parameter's shape, e.g. one written when RotatE
+            trained phases: the next step would fail inside the optimizer.
     """
+    mismatch = CheckpointError(f"{resume_path(path)}: its optimizer state does not fit this model's tables "
+                               "(written by another kgedge version, for another model or other training "
+                               "settings); delete it, or train without --resume")
+    if (temperature is not None) != ("temperature" in state):
+        raise mismatch
     model.load_state_dict(state["model"])  # type: ignore[arg-type]
-    optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+    if temperature is not None:
+        temperature.load_state_dict(state["temperature"])  # type: ignore[arg-type]
+    try:
+        optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+    except ValueError as error:  # torch: "loaded state dict has a different number of parameter groups"
+        raise mismatch from error
     for group in optimizer.param_groups:
         for param in group["params"]:
             for value in optimizer.state.get(param, {}).values():
                 if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
-                    raise CheckpointError(f"{resume_path(path)}: its optimizer state does not fit this model's "
-                                          "tables (written by another kgedge version or for another model); "
-                                          "delete it, or train without --resume")
+                    raise mismatch

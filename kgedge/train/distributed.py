@@ -75,6 +75,7 @@ from kgedge.train.config import TrainConfig
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.memory import retain_freed_memory
 from kgedge.train.negatives import NegativeSampler
+from kgedge.train.temperature import RelationTemperature
 from kgedge.train.trainer import (
     LossHook,
     StepCallback,
@@ -82,6 +83,7 @@ from kgedge.train.trainer import (
     _make_optimizer,
     _seed_everything,
     batch_loss,
+    relation_temperature,
 )
 
 log = logging.getLogger(__name__)
@@ -166,15 +168,16 @@ class _BatchLoss(nn.Module):
     """The trainer's loss as a module, so that DDP's forward hooks see every step."""
 
     def __init__(self, model: KGModel, config: TrainConfig, sampler: NegativeSampler | None,
-                 loss_hook: LossHook | None) -> None:
+                 loss_hook: LossHook | None, temperature: RelationTemperature | None) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.sampler = sampler
         self.loss_hook = loss_hook
+        self.temperature = temperature  # a submodule: DDP averages its gradient too
 
     def forward(self, batch: Tensor) -> Tensor:
-        return batch_loss(self.model, batch, self.config, self.sampler, self.loss_hook)
+        return batch_loss(self.model, batch, self.config, self.sampler, self.loss_hook, self.temperature)
 
 
 def shard_rows(global_rows: Tensor, rank: int, world_size: int) -> tuple[Tensor, float]:
@@ -247,7 +250,8 @@ def train_distributed(
     model = (model if model is not None else build(model_config)).to(device)
     if isinstance(model, GraphEncoderModel):
         attach_graph(model, kg)
-    optimizer = _make_optimizer(model, config)
+    temperature = relation_temperature(model, config, device)
+    optimizer = _make_optimizer(model, config, temperature)
     queries = torch.as_tensor(kg.with_reciprocals(kg.train))
     types = kg.entity_types if config.type_constrained else None
     rank_generator = torch.Generator()  # negatives: reseeded per (seed, rank, epoch)
@@ -258,7 +262,7 @@ def train_distributed(
     start_epoch, stopping = 1, EarlyStopping()
     state = _load_resume(out, context) if resume and out is not None else None
     if state is not None:
-        restore_training(model, optimizer, state, out)  # type: ignore[arg-type]
+        restore_training(model, optimizer, state, out, temperature)  # type: ignore[arg-type]
         generator.set_state(state["generator"])  # type: ignore[arg-type]
         start_epoch = int(state["epoch"]) + 1  # type: ignore[call-overload]
         stopping = EarlyStopping.resumed(state, with_best=rank == 0)  # only rank 0 keeps the best weights
@@ -268,11 +272,12 @@ def train_distributed(
         stopping.remember(model)
 
     def resume_state() -> dict[str, object]:  # what a resumed run needs beyond the model and early stopping
-        return {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "world_size": world}
+        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                 "torch_rng": torch.get_rng_state(), "world_size": world}
+        return state if temperature is None else {**state, "temperature": temperature.state_dict()}
 
     ddp = DistributedDataParallel(
-        _BatchLoss(model, config, sampler, loss_hook),
+        _BatchLoss(model, config, sampler, loss_hook, temperature),
         device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
         forward_sync_buffers=False,  # buffers (a graph model's edges) are the same data on every rank
         gradient_as_bucket_view=True,  # the gradient lives in DDP's bucket: no second table-sized copy

@@ -20,6 +20,7 @@ from kgedge.train.config import TrainConfig, one_n_l1_is_slow
 from kgedge.train.early_stopping import EarlyStopping, EvalCallback
 from kgedge.train.memory import retain_freed_memory
 from kgedge.train.negatives import NegativeSampler
+from kgedge.train.temperature import LR_FACTOR, RelationTemperature
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,30 @@ def _warn_if_slow_l1(model: KGModel, config: TrainConfig) -> None:
             model.entity_width)
 
 
-def _make_optimizer(model: KGModel, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=config.lr)
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
+def relation_temperature(model: KGModel, config: TrainConfig, device: str) -> RelationTemperature | None:
+    """The per-relation softmax temperature that ``config`` asks for (1-N losses only), else None."""
+    if not config.relation_temperature or config.loss == "nssa":
+        return None
+    return RelationTemperature(model.config.num_relations).to(device)
+
+
+def _make_optimizer(model: KGModel, config: TrainConfig,
+                    temperature: RelationTemperature | None = None) -> torch.optim.Optimizer:
+    groups: list[dict[str, object]] = [{"params": list(model.parameters())}]
+    if temperature is not None:
+        groups.append({"params": list(temperature.parameters()), "lr": config.lr * LR_FACTOR})
+    optimizer = torch.optim.Adagrad if config.optimizer == "adagrad" else torch.optim.Adam
+    return optimizer(groups, lr=config.lr)  # type: ignore[arg-type]
 
 
 def batch_loss(
     model: KGModel, batch: torch.Tensor, config: TrainConfig, sampler: NegativeSampler | None,
-    loss_hook: LossHook | None = None,
+    loss_hook: LossHook | None = None, temperature: RelationTemperature | None = None,
 ) -> torch.Tensor:
     """The configured loss of one batch of ``(h, r, t)`` rows, regulariser and ``loss_hook`` included.
 
-    A 1-N loss hands its ``batch x entities`` scores to the hook, which then need not score again.
+    A 1-N loss hands its ``batch x entities`` scores to the hook, which then need not score again; they
+    are the model's own, before ``temperature`` scales them for the 1-N loss.
     """
     h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
     scores = None
@@ -89,7 +101,7 @@ def batch_loss(
     else:
         scores = model.score_all_tails(h, r)
         fn = losses.one_n_cross_entropy if config.loss == "1n_ce" else losses.one_n_bce
-        loss = fn(scores, t, config.label_smoothing)
+        loss = fn(scores if temperature is None else temperature(scores, r), t, config.label_smoothing)
     if config.regularizer != "none" and config.reg_weight > 0:
         reg = losses.n3 if config.regularizer == "n3" else losses.l2
         loss = loss + config.reg_weight * reg(model.factors(h, r, t))
@@ -131,7 +143,8 @@ def train_model(
     if isinstance(model, GraphEncoderModel):  # graph teachers keep the training graph as buffers
         attach_graph(model, kg)
     _warn_if_slow_l1(model, config)
-    optimizer = _make_optimizer(model, config)
+    temperature = relation_temperature(model, config, device)
+    optimizer = _make_optimizer(model, config, temperature)
     queries = torch.as_tensor(kg.with_reciprocals(kg.train))
     types = kg.entity_types if config.type_constrained else None
     sampler = NegativeSampler(kg.num_entities, types, generator) if config.loss == "nssa" else None
@@ -142,7 +155,7 @@ def train_model(
     if resume and out is not None:
         state = load_resume_state(out)
         if state is not None:
-            restore_training(model, optimizer, state, out)
+            restore_training(model, optimizer, state, out, temperature)
             generator.set_state(state["generator"])
             if "torch_rng" in state:  # dropout draws from the global generator
                 torch.set_rng_state(state["torch_rng"])
@@ -153,7 +166,8 @@ def train_model(
         stopping.remember(model)
 
     def resume_state() -> dict[str, object]:  # what a resumed run needs beyond the model and early stopping
-        return {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+        return state if temperature is None else {**state, "temperature": temperature.state_dict()}
 
     if validate_start and start_epoch == 1:
         stopping.validate(0, model, kg, config, out, vocab, metadata, resume_state, on_eval)
@@ -168,7 +182,7 @@ def train_model(
         for step in range(steps):
             batch = queries[order[step * config.batch_size : (step + 1) * config.batch_size]].to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(model, batch, config, sampler, loss_hook)
+            loss = batch_loss(model, batch, config, sampler, loss_hook, temperature)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} at epoch {epoch}, step {step}; lower the learning rate (--lr)"
