@@ -33,12 +33,12 @@ from kgedge.train.trainer import StepCallback, train_model
 log = logging.getLogger(__name__)
 
 # What ``student = "auto"`` distils into, whatever the teacher: a ComplEx student. At the same reals per row it
-# matched (within 0.005) or beat a student of the teacher's own family in 12 of 12 teacher/KG pairs
+# matched (within 0.005) or beat a student of the teacher's own family in 11 of 12 teacher/KG pairs
 # (benchmarks/student_family.py, int8 QAT students of TransE, DistMult and RotatE teachers on UMLS, Nations, Kinships
-# and the demo KG): by 0.009-0.335 test MRR for TransE teachers, whose own students would also keep the L1 graph's
-# 4-13x slower queries; by 0.014-0.031 for RotatE teachers; -0.003 at worst (a DistMult teacher on UMLS). In the
-# run before RotatE trained normalised rows it lost 0.012 once (a RotatE teacher on Nations). It serves as a dot
-# product on the device.
+# and the demo KG): by 0.017-0.335 test MRR for TransE teachers, whose own students would also keep the L1 graph's
+# 4-13x slower queries; by 0.006-0.034 for RotatE teachers on the real KGs; it lost 0.010 once (a RotatE teacher
+# on the demo KG; the run before RotatE learnt a temperature per relation had it 0.014 ahead there, and one lost
+# 0.012 on Nations before RotatE trained normalised rows). It serves as a dot product on the device.
 AUTO_STUDENT = "complex"
 
 
