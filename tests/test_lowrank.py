@@ -4,8 +4,8 @@ factored models and their checkpoints, the recipe step, QAT of ``U``, the factor
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

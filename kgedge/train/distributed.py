@@ -84,6 +84,7 @@ from kgedge.train.trainer import (
     _seed_everything,
     batch_loss,
     relation_temperature,
+    training_state,
 )
 
 log = logging.getLogger(__name__)
@@ -271,10 +272,8 @@ def train_distributed(
     if rank == 0 and stopping.best_state is None:
         stopping.remember(model)
 
-    def resume_state() -> dict[str, object]:  # what a resumed run needs beyond the model and early stopping
-        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                 "torch_rng": torch.get_rng_state(), "world_size": world}
-        return state if temperature is None else {**state, "temperature": temperature.state_dict()}
+    def resume_state() -> dict[str, object]:
+        return {**training_state(optimizer, generator, temperature), "world_size": world}
 
     ddp = DistributedDataParallel(
         _BatchLoss(model, config, sampler, loss_hook, temperature),

@@ -75,6 +75,14 @@ def _make_optimizer(model: KGModel, config: TrainConfig,
     return optimizer(groups, lr=config.lr)  # type: ignore[arg-type]
 
 
+def training_state(optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                   temperature: RelationTemperature | None) -> dict[str, object]:
+    """What a resumed run needs beyond the model and early stopping: the optimizer, the generators and,
+    when the run learns one, the relation temperature."""
+    state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    return state if temperature is None else {**state, "temperature": temperature.state_dict()}
+
+
 def batch_loss(
     model: KGModel, batch: torch.Tensor, config: TrainConfig, sampler: NegativeSampler | None,
     loss_hook: LossHook | None = None, temperature: RelationTemperature | None = None,
@@ -165,9 +173,8 @@ def train_model(
     if stopping.best_state is None:
         stopping.remember(model)
 
-    def resume_state() -> dict[str, object]:  # what a resumed run needs beyond the model and early stopping
-        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
-        return state if temperature is None else {**state, "temperature": temperature.state_dict()}
+    def resume_state() -> dict[str, object]:
+        return training_state(optimizer, generator, temperature)
 
     if validate_start and start_epoch == 1:
         stopping.validate(0, model, kg, config, out, vocab, metadata, resume_state, on_eval)
