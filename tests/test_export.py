@@ -270,12 +270,21 @@ def test_blocked_topk_equals_one_topk(monkeypatch: pytest.MonkeyPatch, name: str
 def _block_scaled_reference(spec, profile: ExportProfile, heads: np.ndarray,  # noqa: ANN001
                             relations: np.ndarray) -> np.ndarray:
     """DistMult's scores as a block-scaled graph computes them, in float64: the dequantized block-scaled
-    tables, the query quantized per row to 8 bits like the graph does."""
+    tables, the query quantized per row to 8 bits like the graph does (from the head's codes, its block
+    scale applied to the query's scale afterwards)."""
+    from kgedge.quantization import quantize_row_blocks
+
     entity, relation = export_graph.stored_tables(spec, profile)
-    q = entity[heads] * relation[relations]  # float32 like the graph, so that rounding ties break alike
-    q_scale = np.maximum(np.abs(q).max(axis=1, keepdims=True), np.float32(1e-12)) / np.float32(127.0)
-    codes = np.clip(np.round(q / q_scale) + 128, 0, 255) - 128
-    return (q_scale.astype(np.float64) * codes) @ entity.T.astype(np.float64)
+    block = export_graph.topk_block(len(spec.entity_types))
+    padded = export_graph._padded(spec, block)
+    order = export_graph.scale_order(padded, len(spec.entity_types))
+    codes, block_scales = quantize_row_blocks(padded.entity_table[order], profile.table_bits, block)
+    position = np.argsort(order)[heads]  # entity id -> stored row
+    q = codes[position].astype(np.float32) * relation[relations]  # float32 like the graph: ties break alike
+    peak = np.maximum(np.abs(q).max(axis=1, keepdims=True), np.float32(1e-12))
+    q_codes = np.clip(np.round(q * (np.float32(127.0) / peak)), -127, 127)
+    head_scale = (block_scales[position // block] / np.float32(127.0))[:, None]
+    return (peak * head_scale).astype(np.float64) * q_codes @ entity.T.astype(np.float64)
 
 
 @pytest.mark.parametrize(("profile", "emulate"), [("x86-avx2", False), ("x86-avx2", True), ("arm64", True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from kgedge.data.generate import ShopConfig, generate_shop_kg, write_shop_kg  # 
 from kgedge.data.kg import KnowledgeGraph, load_kg  # noqa: E402
 from kgedge.models import ModelConfig, build  # noqa: E402
 from kgedge.runtime import EdgeModel  # noqa: E402
+from kgedge.runtime import graph as runtime_graph  # noqa: E402
 from kgedge.train.checkpoint import Checkpoint, Vocabulary  # noqa: E402
 from kgedge.train.scorer import model_scorer  # noqa: E402
 
@@ -222,3 +224,71 @@ def test_full_range_int8_bundle_warns_on_x86_without_vnni(tmp_path, caplog) -> N
     safe = {"name": "x86-avx2", "format": "qoperator", "weight_type": "uint8", "table_bits": 8}
     assert saturation_risk(safe) is None
     assert (saturation_risk(risky) is not None) == _x86_without_vnni()
+
+
+class _PublicOnly:
+    """A session seen through onnxruntime's public API only (no binding object underneath)."""
+
+    def __init__(self, session) -> None:  # noqa: ANN001
+        self._session = session
+
+    def io_binding(self):  # noqa: ANN201
+        return self._session.io_binding()
+
+    def run_with_iobinding(self, binding, run_options=None) -> None:  # noqa: ANN001
+        self._session.run_with_iobinding(binding, run_options)
+
+
+@pytest.mark.parametrize("profile", ["portable", "x86-avx2"])
+def test_single_plain_queries_run_on_bindings_that_answer_like_session_run(shop, profile: str) -> None:  # noqa: ANN001
+    kg, checkpoint, root = shop
+    graph = EdgeModel.load(export.export_bundle(checkpoint, profile, root / f"bound-{profile}", kg=kg).path)._graph
+    assert graph.plain_runs
+    heads, relations = np.arange(0, kg.num_entities, 11), np.arange(2 * kg.num_relations)
+    ks = (1, 10, kg.num_entities, 3, 5)  # more than BOUND_KS_PER_THREAD: the oldest binding is dropped and remade
+    nothing = np.zeros((1, 0), np.int64)
+    for k in ks:
+        for head in heads:
+            for relation in relations:
+                want = graph.session.run(["ids", "scores"], {"head": np.array([head]), "relation": np.array([relation]),
+                                                             "k": np.array([k])})
+                got = graph._run(np.array([head]), np.array([relation]), k, graph.every_type, nothing, masked=False)
+                for a, b in zip(got, want):
+                    np.testing.assert_array_equal(a, b)
+                got[0][0, 0] = -5  # the caller owns its result: the next query neither sees nor overwrites it
+        assert k in graph._bound.by_k
+    assert len(graph._bound.by_k) == runtime_graph.BOUND_KS_PER_THREAD
+    public = runtime_graph._BoundQuery(_PublicOnly(graph.session), 4, graph._run_options)
+    for head in heads:
+        want = graph.session.run(["ids", "scores"], {"head": np.array([head]), "relation": np.array([1]), "k": np.array([4])})
+        for a, b in zip(public.run(int(head), 1), want):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_threads_querying_one_at_a_time_get_the_sequential_answers(shop) -> None:  # noqa: ANN001
+    kg, checkpoint, root = shop
+    model = EdgeModel.load(export.export_bundle(checkpoint, "x86-avx2", root / "threads", kg=kg).path)
+    queries = [(h, r, k) for h in range(0, kg.num_entities, 5) for r in (0, 1) for k in (3, 8)]
+
+    def work() -> list[tuple[list[int], list[float]]]:
+        out = []
+        for h, r, k in queries:
+            ids, scores = model.topk(np.array([h]), np.array([r]), k)
+            out.append((ids.tolist(), scores.tolist()))
+        return out
+
+    sequential = work()
+    results: list[list[object]] = [[] for _ in range(6)]
+    barrier = threading.Barrier(6)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        for _ in range(3):
+            results[i] = work()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == sequential for r in results)

@@ -2,13 +2,17 @@
 
 Top-k happens inside the graph, so the device never handles a full score row. Layout:
 
-1. Gather the head's row from the entity table, stored transposed ``[W, N]`` so that one tensor
-   serves both the Gather and the all-entity product; gather the relation row.
-2. The model's query ``q = f(h, r)`` (``kgedge.export.queries``), in float.
+1. Gather the head's row from the entity table. The file stores the table once, transposed ``[W, N]``
+   for the all-entity product; the rows ``[N, W]`` that the Gather reads are its transpose, made by a
+   node with constant inputs that onnxruntime folds when the session is created. Gather the relation row.
+2. The model's query ``q = f(h, r)`` (``kgedge.export.queries``), in float. With an integer table and a
+   query linear in the head (DistMult, ComplEx), ``h`` is the head's codes and its scale joins the
+   query's scale after the product.
 3. Scores against every entity:
    * ``float``: ``q · E`` with E in float32;
    * ``qoperator``: q is quantized per row, symmetric, to uint8 with the fixed zero point 128
      (one scalar zero point, which ``MatMulInteger`` needs; per-row scales keep batches exact),
+     by one ``QuantizeLinear`` of ``q · 127 / max|q|``,
      ``MatMulInteger(q_u8, E_s8)`` runs in integers, and the query and per-row table scales are
      folded into the int32 result afterwards (no dequantized copy of the table);
    * ``dequantize``: int8 storage, the table dequantized on every query (kept for measuring only).
@@ -54,13 +58,14 @@ import onnx
 
 from kgedge.export.builder import BOOL, FLOAT, INT32, INT64, GraphBuilder, tensor_input
 from kgedge.export.profile import ExportProfile
-from kgedge.export.queries import resolve_query
+from kgedge.export.queries import LINEAR_IN_HEAD, resolve_query
 from kgedge.quantization import dequantize_rows, quantize_row_blocks, quantize_rows, stored_bytes
 
 INPUTS = ("head", "relation", "k", "allowed_types", "exclude", "masked")
 OUTPUTS = ("ids", "scores")
 QUERY_ZERO_POINT = 128  # uint8 queries: symmetric codes -127..127 shifted by 128
 TABLE_ZERO_POINT = 128  # weight_type uint8: the same symmetric codes stored shifted by 128
+QUERY_MAX_CODE = 127  # query codes are -127..127
 # Block-scaled graphs rank int32 products: a masked entity gets this added (or set), far below any
 # product (|q_code · e_code| sums stay under 2^25 for rows of up to 2,048 values) and far from overflow.
 MASKED = -(2**30)
@@ -208,18 +213,23 @@ def _unpacked_int4(g: GraphBuilder, codes_t: np.ndarray) -> str:
 
 def _gather_rows(  # noqa: ANN202
     g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, head: str,
-    order: StoredOrder | None = None, block: int | None = None,
+    order: StoredOrder | None = None, block: int | None = None, defer_scale: bool = False,
 ):
-    """Returns (head rows [B, W] float, the float relation table [R, Wr] (constants only), table node info).
+    """Returns (head rows [B, W] float, the float relation table [R, Wr] (constants only), table node info,
+    head scale).
 
     ``order``: a block-scaled table's row order; the table is then stored in that order with one
     scale per ``block`` rows.
+    ``defer_scale`` (an integer table and a query linear in the head): the head rows are their codes
+    (zero point removed) without their scale, and ``head scale`` is that scale over ``QUERY_MAX_CODE``,
+    ``[B, 1]``, for :func:`_products` to fold into the query's scale; otherwise ``head scale`` is None.
+    The query's codes do not depend on a positive factor of the query, so this saves the nodes that
+    scale the head rows before quantizing the query (an Unsqueeze and a Mul, one per query).
     """
     if not profile.quantized:
         table_t = g.const(np.ascontiguousarray(spec.entity_table.T.astype(np.float32)), "entity_table_t")
         relations = g.const(spec.relation_table.astype(np.float32), "relation_table")
-        h = g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0])
-        return h, relations, (table_t, None)
+        return _head_rows(g, table_t, head), relations, (table_t, None), None
     if order is None:
         codes, scales = quantize_rows(spec.entity_table, profile.table_bits)
     else:
@@ -234,29 +244,44 @@ def _gather_rows(  # noqa: ANN202
     else:
         table_t = g.const(np.ascontiguousarray(codes.T), "entity_codes_t")
     e_scale = g.const(scales, "entity_scales" if order is None else "entity_block_scales")
-    h_codes = g.op("Cast", g.op("Transpose", g.op("Gather", table_t, head, axis=1), perm=[1, 0]), to=FLOAT)
-    if profile.weight_type == "uint8":
-        h_codes = g.op("Sub", h_codes, g.const(np.float32(TABLE_ZERO_POINT)))
+    # the head's codes as floats, their zero point removed: one DequantizeLinear where Cast and Sub took two
+    zero = np.uint8(TABLE_ZERO_POINT) if profile.weight_type == "uint8" and profile.table_bits != 4 else np.int8(0)
+    h_codes = g.op("DequantizeLinear", _head_rows(g, table_t, head), g.const(np.float32(1.0)), g.const(zero))
     scale_index = head if order is None else g.op("Div", head, g.const(np.int32(block)))
-    h = g.op("Mul", h_codes, g.unsqueeze(g.op("Gather", e_scale, scale_index, axis=0), 1))
+    head_scale = None
+    if defer_scale:  # [N, 1] scales over the code range: constants only, folded when the session is created
+        column = g.unsqueeze(g.op("Div", e_scale, g.const(np.float32(QUERY_MAX_CODE))), 1)
+        h, head_scale = h_codes, g.op("Gather", column, scale_index, axis=0)
+    else:
+        h = g.op("Mul", h_codes, g.unsqueeze(g.op("Gather", e_scale, scale_index, axis=0), 1))
     # the relation table is dequantized by nodes whose inputs are all constants: onnxruntime folds them
     # into one float table when the session is created (2R rows: small); the query function gathers
     # rows of it (or of tables it derives from it, folded alike)
     r_codes_c = g.const(r_codes, "relation_codes")
     r_scale = g.const(r_scales, "relation_scales")
     r_table = g.op("Mul", g.op("Cast", r_codes_c, to=FLOAT), g.unsqueeze(r_scale, 1))
-    return h, r_table, (table_t, e_scale)
+    return h, r_table, (table_t, e_scale), head_scale
+
+
+def _head_rows(g: GraphBuilder, table_t: str, head: str) -> str:
+    """Rows ``[B, W]`` of the ``[W, N]`` table ``table_t``, gathered from its transpose ``[N, W]``: the
+    Transpose has constant inputs only, so onnxruntime folds it when the session is created, and a query
+    gathers whole rows with no Transpose of its own (the ``[W, N]`` layout stays for the all-entity
+    product, whose kernel keeps its own prepacked copy; the session's memory was no larger in a probe)."""
+    return g.op("Gather", g.op("Transpose", table_t, perm=[1, 0]), head, axis=0)
 
 
 def _products(
     g: GraphBuilder, profile: ExportProfile, q: str, table_t: str, e_scale: str | None, emulate: bool,
-    integer: bool = False,
+    integer: bool = False, head_scale: str | None = None,
 ) -> tuple[str, str | None]:
     """``q · E`` for every entity, shape ``[B, N]`` float, up to a per-query factor.
 
     Returns ``(scores, query_scale)``: the true products are ``scores · query_scale`` (shape
     ``[B, 1]``); ``query_scale`` is None when ``scores`` are exact already (float formats).
     ``integer`` (block-scaled graphs): the int32 products of the codes, the table scales not applied.
+    ``head_scale`` (``[B, 1]``): the factor left out of ``q`` by :func:`_gather_rows` (``defer_scale``),
+    already divided by ``QUERY_MAX_CODE``; it is folded into ``query_scale``.
 
     ``emulate`` replaces MatMulInteger by a float MatMul of the same integer codes: exact (every
     partial sum stays below 2^24 for rows of up to 512 values), it shows what a target CPU computes
@@ -266,13 +291,18 @@ def _products(
         return g.op("MatMul", q, table_t), None
     if profile.format == "dequantize":
         return g.op("MatMul", q, _dequantized_table(g, profile, table_t, e_scale)), None
-    # per-row symmetric query codes, shifted to uint8 around a scalar zero point
-    peak = g.op("ReduceMax", g.op("Abs", q), g.const(np.array([1], np.int64)), keepdims=1)
-    q_scale = g.op("Div", g.op("Max", peak, g.const(np.float32(1e-12))), g.const(np.float32(127.0)))
-    codes = g.op("Round", g.op("Div", q, q_scale))
-    # |q / q_scale| <= 127 by the choice of q_scale, so the shifted codes lie in 1..255: no Clip needed
-    shifted = g.op("Add", codes, g.const(np.float32(QUERY_ZERO_POINT)))
-    q_u8 = g.op("Cast", shifted, to=onnx.TensorProto.UINT8)
+    # per-row symmetric query codes round(q · 127 / max|q|), shifted to uint8 around a scalar zero point by
+    # one QuantizeLinear (scale 1: it rounds half to even, adds the zero point and saturates, where Round,
+    # Add and Cast took three nodes); the codes lie in -127..127 by the choice of the factor
+    peak = g.op("Max", g.op("ReduceMax", g.op("Abs", q), g.const(np.array([1], np.int64)), keepdims=1),
+                g.const(np.float32(1e-12)))
+    factor = g.op("Div", g.const(np.float32(QUERY_MAX_CODE)), peak)
+    q_u8 = g.op("QuantizeLinear", g.op("Mul", q, factor), g.const(np.float32(1.0)),
+                g.const(np.uint8(QUERY_ZERO_POINT), "query_zero_point"))
+    if head_scale is None:
+        q_scale = g.op("Div", peak, g.const(np.float32(QUERY_MAX_CODE)))
+    else:
+        q_scale = g.op("Mul", peak, head_scale)
     unsigned_table = profile.weight_type == "uint8"
     if emulate:
         centred = g.op("Sub", g.op("Cast", q_u8, to=FLOAT), g.const(np.float32(QUERY_ZERO_POINT)))
@@ -283,9 +313,8 @@ def _products(
         if integer:
             return g.op("Cast", product, to=INT32), q_scale
     else:
-        zero_point = g.const(np.uint8(QUERY_ZERO_POINT), "query_zero_point")
         table_zero = [g.const(np.uint8(TABLE_ZERO_POINT), "table_zero_point")] if unsigned_table else []
-        product = g.op("MatMulInteger", q_u8, table_t, zero_point, *table_zero)
+        product = g.op("MatMulInteger", q_u8, table_t, "query_zero_point", *table_zero)
         if integer:
             return product, q_scale
     # The per-row table scales are applied here; the query's own scale (one positive number per row,
@@ -523,7 +552,10 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     g = GraphBuilder()
     # block-scaled rows are stored in scale order: ids map to positions through the inverse permutation
     order = _stored_order(g, spec, num_entities) if integer else None
-    h, r_table, (table_t, e_scale) = _gather_rows(g, spec, profile, "head", order, block)
+    # a dot-product query linear in the head leaves the head's scale to the query's scale
+    defer_scale = (profile.quantized and profile.format == "qoperator" and spec.interaction == "dot"
+                   and spec.model in LINEAR_IN_HEAD)
+    h, r_table, (table_t, e_scale), head_scale = _gather_rows(g, spec, profile, "head", order, block, defer_scale)
     basis = None
     if spec.entity_basis is not None:  # factored: rows of U are coordinates in the basis V
         basis = g.const(np.ascontiguousarray(spec.entity_basis.astype(np.float32)), "entity_basis")
@@ -534,7 +566,7 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     else:
         # q · (U[t] · V) = (q · Vᵀ) · U[t]: one [B, W] x [W, r] product, then the table's
         q_stored = q if basis is None else g.op("Gemm", q, basis, transB=1)
-        scores, q_scale = _products(g, profile, q_stored, table_t, e_scale, emulate, integer)
+        scores, q_scale = _products(g, profile, q_stored, table_t, e_scale, emulate, integer, head_scale)
     if q_scale is not None and spec.interaction == "l2":  # the norms need true products
         scores, q_scale = g.op("Mul", scores, q_scale), None
     if spec.interaction == "l2":

@@ -62,6 +62,8 @@ def rotate(g: GraphBuilder, h: str, table: str, relation: str, width: int) -> st
 
 
 QUERIES: dict[str, QueryFn] = {"distmult": distmult, "transe": transe, "complex": complex_, "rotate": rotate}
+# queries with f(c · h, r) = c · f(h, r) for c > 0 (TransE's h + r is not)
+LINEAR_IN_HEAD = frozenset({"distmult", "complex", "rotate"})
 
 
 def resolve_query(model: str) -> QueryFn:
