@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter
@@ -276,7 +277,7 @@ def _block_scaled_reference(spec, profile: ExportProfile, heads: np.ndarray,  # 
 
     entity, relation = export_graph.stored_tables(spec, profile)
     block = export_graph.topk_block(len(spec.entity_types))
-    padded = export_graph._padded(spec, block)
+    padded = export_graph._padded(spec, block, in_scale_order=True)
     order = export_graph.scale_order(padded, len(spec.entity_types))
     codes, block_scales = quantize_row_blocks(padded.entity_table[order], profile.table_bits, block)
     position = np.argsort(order)[heads]  # entity id -> stored row
@@ -366,10 +367,11 @@ def test_the_inverse_order_is_folded_when_the_session_is_created(monkeypatch: py
         patch.setattr(export_graph, "BLOCK_SCALES_MIN_ENTITIES", 0)
         model = build_graph(graph_spec(_checkpoint("distmult", kg)), resolve_profile("x86-avx2"))
     scatters = Counter(node.op_type for node in _nodes(model.graph))["ScatterElements"]
-    assert scatters == 4  # the inverse; in each of the three branches the padding (and the exclusions)
+    assert scatters == 3  # the inverse; in the two masked branches the padding and the exclusions (the plain
+    # branch masks its padding among the candidates)
     optimized = _optimized(model, tmp_path)
     assert Counter(node.op_type for node in optimized.graph.node)["ScatterElements"] == 0  # the inverse is folded
-    assert Counter(node.op_type for node in _nodes(optimized.graph))["ScatterElements"] == 3
+    assert Counter(node.op_type for node in _nodes(optimized.graph))["ScatterElements"] == 2
 
 
 @pytest.mark.parametrize("profile", ["x86-avx2", "int4"])
@@ -395,6 +397,37 @@ def test_blocked_topk_never_returns_padding_rows(monkeypatch: pytest.MonkeyPatch
     assert set(ids[0][np.isfinite(scores[0])].tolist()) == set(np.flatnonzero(kg.entity_types == 1).tolist())
     ids, scores = _plain_run(blocked, [0, 1], [0, 1], 60)  # every entity, none of the 4 padding rows
     assert np.isfinite(scores).all() and sorted(ids[0].tolist()) == sorted(ids[1].tolist()) == list(range(60))
+
+
+@pytest.mark.parametrize(("profile", "block_scales"), [("portable", False), ("x86-avx2", False), ("x86-avx2", True)])
+def test_padding_copies_of_the_best_row_never_take_a_slot(monkeypatch: pytest.MonkeyPatch, profile: str,
+                                                          block_scales: bool) -> None:
+    """The padding rows copy the row stored last; when that row is the best, its copies tie it in the last
+    block, and a plain query must still return each entity once, as the masked branch (which masks the
+    padding before the block maxima) and, without block scales, one TopK over all rows rank them."""
+    kg = _tiny_kg(num_entities=60)  # blocks of 8: 64 rows, 4 of them padding
+    spec = graph_spec(_checkpoint("distmult", kg))
+    chosen = resolve_profile(profile)
+    last = int(export_graph.scale_order(spec, 60)[-1]) if block_scales else 59
+    table = spec.entity_table.copy()
+    # aligned with the query (0, 0), its largest |value| unchanged: still stored last, and the best
+    table[last] = np.abs(table[last]).max() * np.sign(table[0] * spec.relation_table[0])
+    spec = dataclasses.replace(spec, entity_table=table)
+    assert not block_scales or int(export_graph.scale_order(spec, 60)[-1]) == last
+    with monkeypatch.context() as patch:
+        patch.setattr(export_graph, "BLOCKED_TOPK_MIN_ENTITIES", 0)
+        patch.setattr(export_graph, "BLOCK_SCALES_MIN_ENTITIES", 0 if block_scales else 10**9)
+        assert export_graph.block_scaled(spec, chosen) == block_scales
+        blocked = build_graph(spec, chosen)
+    single = build_graph(spec, chosen)
+    for k in (1, 2, 5, 12, 60):
+        ids, scores = _plain_run(blocked, [0], [0], k)
+        assert ids[0, 0] == last and len(set(ids[0].tolist())) == k and ids.max() < 60
+        masked = _run(blocked, [0], [0], k, [True, True, True], np.full((1, 2), -1))
+        np.testing.assert_array_equal(ids, masked[0])
+        np.testing.assert_array_equal(scores, masked[1])
+        if not block_scales:
+            np.testing.assert_array_equal(ids, _plain_run(single, [0], [0], k)[0])
 
 
 @pytest.mark.parametrize(("name", "profile", "blocked"), [("distmult", "x86-avx2", False), ("distmult", "x86-avx2", True),

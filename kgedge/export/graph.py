@@ -115,7 +115,7 @@ def stored_tables(spec: GraphSpec, profile: ExportProfile) -> tuple[np.ndarray, 
         return dequantize_rows(*quantize_rows(spec.entity_table, profile.table_bits)), relations
     num_entities = len(spec.entity_types)
     block = topk_block(num_entities)
-    padded = _padded(spec, block)
+    padded = _padded(spec, block, in_scale_order=True)
     order = scale_order(padded, num_entities)
     codes, scales = quantize_row_blocks(padded.entity_table[order], profile.table_bits, block)
     rows = np.empty_like(padded.entity_table, dtype=np.float32)
@@ -368,14 +368,17 @@ def topk_block(num_entities: int) -> int | None:
     return 1 << round(np.log2(np.sqrt(num_entities)))
 
 
-def _padded(spec: GraphSpec, block: int) -> GraphSpec:
-    """``spec`` with zero entity rows appended up to a multiple of ``block`` (the graph masks them):
-    the score row then reshapes into whole blocks without a copy."""
+def _padded(spec: GraphSpec, block: int, in_scale_order: bool) -> GraphSpec:
+    """``spec`` with entity rows appended up to a multiple of ``block``, so that the score row reshapes
+    into whole blocks without a copy. They are copies of the row stored last (in :func:`scale_order` when
+    ``in_scale_order``), which lies in the same last block: no block's maximum or scale changes, and
+    the plain top-k masks the copies among its few candidates only (:func:`_top_k`), not by a pass over N."""
     n = len(spec.entity_types)
     extra = -n % block
     if not extra:
         return spec
-    table = np.concatenate([spec.entity_table, np.zeros((extra, spec.entity_table.shape[1]), spec.entity_table.dtype)])
+    last = int(scale_order(spec, n)[n - 1]) if in_scale_order else n - 1
+    table = np.concatenate([spec.entity_table, np.repeat(spec.entity_table[last : last + 1], extra, axis=0)])
     types = np.concatenate([spec.entity_types, np.full(extra, spec.entity_types[-1], spec.entity_types.dtype)])
     return replace(spec, entity_table=table, entity_types=types)
 
@@ -406,7 +409,8 @@ def _stored_order(g: GraphBuilder, spec: GraphSpec, num_entities: int) -> Stored
 
 
 def _top_k(
-    g: GraphBuilder, scores: str, k: str, block: int | None, num_rows: int, block_scales: str | None = None
+    g: GraphBuilder, scores: str, k: str, block: int | None, num_rows: int, block_scales: str | None = None,
+    num_valid: int | None = None,
 ) -> tuple[str, str]:
     """``(values, ids)`` of the k best of ``scores`` ``[B, num_rows]``, best first.
 
@@ -419,6 +423,9 @@ def _top_k(
     values are ``product · scale of its block``; a block's true maximum is its largest product
     times its scale, so only the maxima and the candidates are scaled, and masked products
     (below ``MASKED_BELOW``) become -inf.
+
+    ``num_valid``: rows from this one on are padding (copies of a row of the last block, see
+    :func:`_padded`), masked among the candidates.
     """
     if block is None:
         values, ids = g.op_multi("TopK", scores, k, outputs=2, axis=1, largest=1, sorted=1)
@@ -434,6 +441,9 @@ def _top_k(
     columns = g.op("Reshape", g.op("Add", starts, g.const(np.arange(block, dtype=np.int64).reshape(1, 1, block))),
                    g.const(np.array([0, -1], np.int64)))
     candidates = g.op("GatherElements", scores, columns, axis=1)
+    if num_valid is not None and num_valid < num_rows:
+        masked = np.int32(MASKED) if block_scales is not None else np.float32(-np.inf)
+        candidates = g.op("Where", g.op("Less", columns, g.const(np.int64(num_valid))), candidates, g.const(masked))
     if block_scales is not None:
         block_of = g.op("Div", columns, g.const(np.int64(block)))
         candidates = _scaled(g, candidates, g.op("Gather", block_scales, block_of))
@@ -509,8 +519,11 @@ class _Tail:
             no_change = b.const(np.int32(np.iinfo(np.int32).max) if self.integer else np.float32(np.inf))
             index.append(ids)
             update.append(b.op("Where", valid, b.op("Expand", self._masked_value(b), b.op("Shape", "exclude")), no_change))
+        # padding rows copy a row of the last block (see _padded): a plain top-k masks them among its
+        # candidates; here they must go before the block maxima, or an excluded or disallowed entity's copy
+        # would stand in for it there
         padding = len(self.spec.entity_types) - self.num_entities
-        if padding:
+        if padding and (types or exclude):
             shape = b.op("Concat", b.op("Shape", "head"), b.const(np.array([padding], np.int64)), axis=0)
             pad_ids = np.arange(self.num_entities, self.num_entities + padding, dtype=np.int64).reshape(1, padding)
             index.append(b.op("Expand", b.const(pad_ids), shape))
@@ -519,7 +532,7 @@ class _Tail:
             index_all = index[0] if len(index) == 1 else b.op("Concat", *index, axis=1)
             update_all = update[0] if len(update) == 1 else b.op("Concat", *update, axis=1)
             scores = b.op("ScatterElements", scores, index_all, update_all, axis=1, reduction="min")
-        return _top_k(b, scores, "k", self.block, len(self.spec.entity_types), self.block_scales)
+        return _top_k(b, scores, "k", self.block, len(self.spec.entity_types), self.block_scales, self.num_entities)
 
     def masked_top_k(self, b: GraphBuilder, scores: str) -> tuple[str, str]:
         """The top k with the type mask and the exclusions. The ``[N]`` type-bias row and its addition are
@@ -548,7 +561,7 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     block = topk_block(num_entities)
     integer = block_scaled(spec, profile)
     if block is not None:
-        spec = _padded(spec, block)
+        spec = _padded(spec, block, in_scale_order=integer)
     g = GraphBuilder()
     # block-scaled rows are stored in scale order: ids map to positions through the inverse permutation
     order = _stored_order(g, spec, num_entities) if integer else None
