@@ -129,9 +129,11 @@ def latency_rows(sizes: list[int], queries: int, root: Path) -> list[dict[str, o
     return rows
 
 
-LATENCY_NOTE = ("The L1 distance is no matrix product: the graph computes every |q - t| in float over the table "
-                "(an int8 bundle's table is dequantized once, when the session loads) and sums them over the row "
-                "width by a product with a row of ones.")
+LATENCY_NOTE = ("The L1 distance is no matrix product. An int8 bundle's graph puts the table on one uint8 grid "
+                "when the session loads and the query on it per run, and sums |a - b| = a + b - 2 min(a, b) in "
+                "integers: one Min of bytes over N x W and one MatMulInteger of a row of ones with it (a float "
+                "bundle computes every |q - t| in float and sums them by a product with a row of ones). "
+                "`scored_bytes_per_query` is the table one query reads.")
 
 
 def wordnet_rows(budget: float) -> list[dict[str, object]]:

@@ -144,15 +144,20 @@ def test_quantized_graph_uses_integer_matmul_and_agrees(name: str, profile: str)
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_an_l1_graph_scores_the_l1_distance_to_the_stored_table(profile: str) -> None:
-    """TransE-L1 has no product to run in integers: every profile's graph scores ``-Σ|q - t|`` in float,
-    against the table as stored (dequantized for an integer profile), as torch does with those tables."""
+    """TransE-L1 has no product: a float profile's graph scores ``-Σ|q - t|`` in float against the table as
+    stored, as torch does with that table; an integer profile's graph scores it exactly on its one uint8
+    grid (``low + step · code``), query and table rounded to it, the query saturating at its edges."""
     kg = _tiny_kg()
     checkpoint = _checkpoint("transe-l1", kg)
     spec = graph_spec(checkpoint)
     chosen = resolve_profile(profile)
     model = build_graph(spec, chosen)
     ops = Counter(node.op_type for node in model.graph.node)
-    assert ops["MatMulInteger"] == 0 and ops["Abs"] == 1 and ops["MatMul"] == 1  # the sum over W: a row of ones
+    integer = chosen.format == "qoperator"
+    if integer:
+        assert ops["MatMulInteger"] == 1 and ops["Min"] == 1 and ops["Abs"] == 0 and ops["MatMul"] == 0
+    else:
+        assert ops["MatMulInteger"] == 0 and ops["Abs"] == 1 and ops["MatMul"] == 1  # the sum over W: a row of ones
     stored = build(checkpoint.model.config).eval()
     entity, relation = export_graph.stored_tables(spec, chosen)
     with torch.no_grad():
@@ -160,22 +165,39 @@ def test_an_l1_graph_scores_the_l1_distance_to_the_stored_table(profile: str) ->
         stored.relation.weight.copy_(torch.from_numpy(relation))
     heads, relations = np.arange(40), np.arange(40) % 6
     onnx_scores = onnx_scorer(session_for(model), kg.num_entities, 3)(heads, relations)
-    np.testing.assert_allclose(onnx_scores, model_scorer(stored)(heads, relations), rtol=1e-5, atol=1e-4)
+    float_scores = model_scorer(stored)(heads, relations)
+    if integer:
+        low, step = export_graph.l1_grid(spec, chosen)
+        low, step = np.float32(low), np.float32(step)
+
+        def grid(x: np.ndarray) -> np.ndarray:  # QuantizeLinear: round half to even, saturate
+            return np.clip(np.round((x.astype(np.float32) - low) / step), 0, 255)
+
+        q = entity[heads] + relation[relations]
+        assert (grid(q) == 0).any() or (grid(q) == 255).any()  # some query coordinate lies beyond the table
+        distance = np.abs(grid(q)[:, None, :] - grid(entity)[None]).sum(-1)
+        np.testing.assert_allclose(onnx_scores, -step * distance, rtol=1e-5, atol=1e-4)
+        assert topk_overlap(float_scores, onnx_scores, 10) >= 0.9
+    else:
+        np.testing.assert_allclose(onnx_scores, float_scores, rtol=1e-5, atol=1e-4)
     if chosen.quantized:  # and the stored table is the quantized one, not the float original
         assert not np.allclose(entity, spec.entity_table, atol=1e-6)
 
 
 def test_an_l1_bundle_is_stored_in_integers_and_scored_from_a_table_folded_once(tmp_path: Path) -> None:
-    """The file keeps the int8 codes; the session folds their dequantization into one float table."""
+    """The file keeps the int8 codes with their per-row scales; the session folds them into one uint8 grid
+    table and its row sums: a query runs only the Min against that table and the integer sums."""
     model = build_graph(graph_spec(_checkpoint("transe-l1", _tiny_kg())), resolve_profile("x86-avx2"))
     codes = next(i for i in model.graph.initializer if i.name == "entity_codes_t")
     assert codes.data_type == onnx.TensorProto.UINT8
     optimized = _optimized(model, tmp_path)
     folded = {init.name: init for init in optimized.graph.initializer}
-    absolute = next(node for node in optimized.graph.node if node.op_type == "Abs")
-    subtract = next(node for node in optimized.graph.node if absolute.input[0] in node.output)
-    table = next(folded[name] for name in subtract.input if name in folded)  # q - table: the table is constant
-    assert table.data_type == onnx.TensorProto.FLOAT and tuple(table.dims) == (16, 60)  # [W, N]
+    smaller = next(node for node in optimized.graph.node if node.op_type == "Min")
+    table = next(folded[name] for name in smaller.input if name in folded)  # min(q, table): the table is constant
+    assert table.data_type == onnx.TensorProto.UINT8 and tuple(table.dims) == (16, 60)  # [W, N]
+    ops = Counter(node.op_type for node in optimized.graph.node)
+    assert ops["QuantizeLinear"] == 1 and ops["ReduceSum"] == 1 and ops["DequantizeLinear"] == 1  # the query's
+    # grid codes and their sum; the head row's codes
 
 
 @pytest.mark.parametrize("width", [15, 16])
