@@ -244,9 +244,11 @@ def test_single_plain_queries_run_on_bindings_that_answer_like_session_run(shop,
     kg, checkpoint, root = shop
     graph = EdgeModel.load(export.export_bundle(checkpoint, profile, root / f"bound-{profile}", kg=kg).path)._graph
     assert graph.plain_runs
+    nothing = np.zeros((1, 0), np.int64)
+    graph._run(np.array([0]), np.array([0]), 10, graph.every_type, nothing, masked=False)
+    assert graph._bound.by_k == {}  # a thread's first single query makes no binding
     heads, relations = np.arange(0, kg.num_entities, 11), np.arange(2 * kg.num_relations)
     ks = (1, 10, kg.num_entities, 3, 5)  # more than BOUND_KS_PER_THREAD: the oldest binding is dropped and remade
-    nothing = np.zeros((1, 0), np.int64)
     for k in ks:
         for head in heads:
             for relation in relations:

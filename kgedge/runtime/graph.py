@@ -119,8 +119,8 @@ class TopKGraph:
         ``masked``: some type is disallowed or some id excluded; otherwise a graph that can (``plain_runs``)
         skips the masks and is fed only the ids and ``k``.
         """
-        if len(heads) == 1 and not masked and self.plain_runs:
-            return self._bound_query(k).run(heads.item(), relations.item())
+        if len(heads) == 1 and not masked and self.plain_runs and (bound := self._bound_query(k)) is not None:
+            return bound.run(heads.item(), relations.item())
         k_input = self._k_inputs.get(k)
         if k_input is None:
             k_input = self._k_inputs.setdefault(k, np.array([k], dtype=np.int64))
@@ -142,11 +142,14 @@ class TopKGraph:
             parts.append(self.session.run(OUTPUTS, part, self._run_options))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _bound_query(self, k: int) -> _BoundQuery:
-        """This thread's binding of a single plain query for ``k`` (made on first use)."""
+    def _bound_query(self, k: int) -> _BoundQuery | None:
+        """This thread's binding of a single plain query for ``k`` (made on first use), or None for the
+        thread's first single query: making a binding costs ~26 us (one probe), more than a run saves, so a
+        thread that asks once (an HTTP server's thread per connection) runs through ``session.run``."""
         by_k = getattr(self._bound, "by_k", None)
         if by_k is None:
-            by_k = self._bound.by_k = {}
+            self._bound.by_k = {}
+            return None
         bound = by_k.get(k)
         if bound is None:
             if len(by_k) >= BOUND_KS_PER_THREAD:
