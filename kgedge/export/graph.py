@@ -130,7 +130,7 @@ def scored_bytes(spec: GraphSpec, profile: ExportProfile) -> int:
     rows, width = spec.entity_table.shape
     if spec.interaction == "l1":  # the table the constant folding leaves (U · V when factored): float, or
         # one byte per value on an integer profile's grid
-        return rows * spec.width * (1 if profile.quantized and profile.format == "qoperator" else 4)
+        return rows * spec.width * (1 if profile.format == "qoperator" else 4)
     if not profile.quantized or profile.format != "qoperator":
         return rows * width * 4
     if not block_scaled(spec, profile):
@@ -352,7 +352,7 @@ def _l1_scores(g: GraphBuilder, spec: GraphSpec, profile: ExportProfile, q: str,
     table = _dequantized_table(g, profile, table_t, e_scale) if profile.quantized else table_t
     if basis is not None:  # (U · V)ᵀ = Vᵀ · Uᵀ, [W, N] (folded like the rest)
         table = g.op("MatMul", g.op("Transpose", basis, perm=[1, 0]), table)
-    if profile.quantized and profile.format == "qoperator":
+    if profile.format == "qoperator":
         return _l1_integer(g, spec, profile, q, table)
     difference = g.op("Sub", g.unsqueeze(q, 2), table)  # [B, W, 1] - [W, N]
     # the sum over W as a product with a row of ones, [1, W] x [B, W, N] -> [B, 1, N]: 1.46x faster than
@@ -614,8 +614,7 @@ def build_graph(spec: GraphSpec, profile: ExportProfile, emulate: bool = False) 
     # block-scaled rows are stored in scale order: ids map to positions through the inverse permutation
     order = _stored_order(g, spec, num_entities) if integer else None
     # a dot-product query linear in the head leaves the head's scale to the query's scale
-    defer_scale = (profile.quantized and profile.format == "qoperator" and spec.interaction == "dot"
-                   and spec.model in LINEAR_IN_HEAD)
+    defer_scale = profile.format == "qoperator" and spec.interaction == "dot" and spec.model in LINEAR_IN_HEAD
     h, r_table, (table_t, e_scale), head_scale = _gather_rows(g, spec, profile, "head", order, block, defer_scale)
     basis = None
     if spec.entity_basis is not None:  # factored: rows of U are coordinates in the basis V
