@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,3 +218,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyBundle:
 def fresh(tmp_path: Path) -> TinyBundle:
     """A bundle of the test's own, to modify."""
     return build_bundle(tmp_path / "bundle")
+
+
+def in_threads(work: Callable[[int], object], count: int) -> list[object]:
+    """``work(i)`` for ``i`` in ``0..count-1``, each in a thread of its own, all released at once by a
+    barrier; the results in order (an exception in a thread is raised here)."""
+    barrier = threading.Barrier(count)
+
+    def run(i: int) -> object:
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))

@@ -3,13 +3,12 @@ errors and threads. Torch-free: the bundle is built with onnx.helper."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from bundle_factory import RELATIONS, TinyBundle, fresh, tiny  # noqa: F401 (fixtures)
+from bundle_factory import RELATIONS, TinyBundle, fresh, in_threads, tiny  # noqa: F401 (fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -288,20 +287,13 @@ def test_threads_get_the_same_answers_as_sequential_calls(fresh: TinyBundle) -> 
         return out
 
     sequential = work()
-    results: list[list[object]] = [[] for _ in range(8)]
-    barrier = threading.Barrier(8)
 
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = work()
+    def run(i: int) -> list[object]:
+        answers = work()
         model.add_seen(users[i % len(users)], [f"product_{i}"])  # concurrent overlay writes
+        return answers
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(r == sequential for r in results)
+    assert all(r == sequential for r in in_threads(run, 8))
     reloaded = EdgeModel.load(fresh.path)
     for i in range(8):
         assert f"product_{i}" in reloaded.seen(users[i % len(users)])

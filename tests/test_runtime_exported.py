@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_factory import in_threads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -280,17 +280,4 @@ def test_threads_querying_one_at_a_time_get_the_sequential_answers(shop) -> None
         return out
 
     sequential = work()
-    results: list[list[object]] = [[] for _ in range(6)]
-    barrier = threading.Barrier(6)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        for _ in range(3):
-            results[i] = work()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(r == sequential for r in results)
+    assert all(r == sequential for r in in_threads(lambda i: [work() for _ in range(3)][-1], 6))
