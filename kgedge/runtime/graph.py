@@ -63,7 +63,6 @@ class _BoundQuery:
             self._call = lambda: inner.run_with_iobinding(raw, run_options)
         else:  # onnxruntime without the binding object
             self._call = lambda: session.run_with_iobinding(binding)
-        self._binding = binding
 
     def run(self, head: int, relation: int) -> tuple[np.ndarray, np.ndarray]:
         self.head[0] = head
